@@ -1,0 +1,206 @@
+"""Settings of the migrations: where they come from and how they are validated.
+
+A value is read, first match wins, from
+
+1. Alembic's ``-x name=value`` arguments,
+2. the ``[session_status]`` section of the ``alembic.ini`` in use,
+3. the defaults below.
+
+Every value is validated before a revision changes anything, so a typo in a
+schedule or a hostile schema name fails the upgrade with nothing applied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.dialects import postgresql
+
+from session_status.errors import ConfigurationError
+
+INI_SECTION = "session_status"
+
+DEFAULT_SCHEMA = "public"
+DEFAULT_SCHEDULE = "* * * * *"
+DEFAULT_BATCH_SIZE = 10_000
+MAX_BATCH_SIZE = 1_000_000
+
+# PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 = 63 bytes.
+MAX_IDENTIFIER_BYTES = 63
+
+# Unquoted-identifier characters only. Quoting would make any character safe,
+# but names that need quoting are a trap for every hand-written query an app
+# runs against the schema, so they are rejected instead.
+_SCHEMA_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_KNOWN_KEYS = ("schema", "schedule", "batch_size", "cron_database_url", "row_level_security")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings used by the revisions."""
+
+    schema: str = DEFAULT_SCHEMA
+    schedule: str = DEFAULT_SCHEDULE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    # libpq or SQLAlchemy URL of pg_cron's database, for servers where it is
+    # not the app database. None derives it from the app connection.
+    cron_database_url: str | None = None
+    # Enable row-level security on the sessions table when it is created.
+    row_level_security: bool = True
+
+    def __post_init__(self) -> None:
+        validate_schema_name(self.schema)
+        validate_schedule(self.schedule)
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ConfigurationError(
+                f"invalid batch_size {self.batch_size}: it must be between 1 and {MAX_BATCH_SIZE}; "
+                f"the default is {DEFAULT_BATCH_SIZE}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> Settings:
+        """Build settings from string values, as given by ``-x`` or an ini section."""
+        unknown = sorted(set(values) - set(_KNOWN_KEYS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown session-status setting(s) {', '.join(map(repr, unknown))}; "
+                f"known settings are {', '.join(_KNOWN_KEYS)}"
+            )
+        kwargs: dict[str, object] = {}
+        if values.get("schema"):
+            kwargs["schema"] = values["schema"]
+        if values.get("schedule"):
+            kwargs["schedule"] = values["schedule"]
+        if values.get("batch_size"):
+            raw = values["batch_size"]
+            try:
+                kwargs["batch_size"] = int(raw)
+            except ValueError:
+                raise ConfigurationError(f"invalid batch_size {raw!r}: expected a whole number") from None
+        if values.get("row_level_security"):
+            raw = values["row_level_security"].strip().lower()
+            if raw not in _TRUE | _FALSE:
+                raise ConfigurationError(
+                    f"invalid row_level_security {values['row_level_security']!r}: expected true or false"
+                )
+            kwargs["row_level_security"] = raw in _TRUE
+        if values.get("cron_database_url"):
+            kwargs["cron_database_url"] = values["cron_database_url"]
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_alembic(cls) -> Settings:
+        """Read the settings of the running Alembic command."""
+        from alembic import context
+
+        merged: dict[str, str] = {}
+        config = context.config
+        if config.file_config.has_section(INI_SECTION):
+            merged.update(dict(config.file_config.items(INI_SECTION, raw=True)))
+            # ConfigParser adds the [DEFAULT] section's keys, such as "here".
+            for key in config.file_config.defaults():
+                merged.pop(key, None)
+        x_arguments = context.get_x_argument(as_dictionary=True)
+        merged.update({key: value for key, value in x_arguments.items() if key in _KNOWN_KEYS})
+        return cls.from_mapping(merged)
+
+    def quoted_schema(self) -> str:
+        """Return the schema name quoted as a PostgreSQL identifier."""
+        return quote_identifier(self.schema)
+
+
+def quote_identifier(name: str) -> str:
+    """Quote ``name`` as a PostgreSQL identifier with SQLAlchemy's quoting rules."""
+    preparer = postgresql.dialect().identifier_preparer
+    return preparer.quote_identifier(name)
+
+
+def quote_literal(value: str) -> str:
+    """Quote ``value`` as a PostgreSQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def validate_schema_name(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError("invalid schema: the name is empty; set -x schema=NAME or leave it unset for 'public'")
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ConfigurationError(
+            f"invalid schema {name!r}: {len(name.encode())} bytes is longer than PostgreSQL's "
+            f"{MAX_IDENTIFIER_BYTES}-byte identifier limit"
+        )
+    if not _SCHEMA_PATTERN.fullmatch(name):
+        raise ConfigurationError(
+            f"invalid schema {name!r}: use letters, digits and underscores, starting with a letter or an underscore"
+        )
+    if name.lower().startswith("pg_"):
+        raise ConfigurationError(f"invalid schema {name!r}: names starting with 'pg_' are reserved by PostgreSQL")
+
+
+# -- cron schedules -------------------------------------------------------------
+
+_FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+_FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_MONTH_NAMES = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
+_DAY_NAMES = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
+_SECONDS_PATTERN = re.compile(r"([1-9]|[1-5][0-9]) seconds?")
+_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"}
+
+
+def validate_schedule(schedule: str) -> None:
+    """Check a pg_cron schedule before it reaches the server.
+
+    Accepts five-field cron expressions (numbers, month and day names,
+    ``*``, ranges, steps and lists), the ``@hourly``-style macros and
+    ``'N seconds'``. Whether the server's pg_cron supports seconds (1.5 and
+    later) is checked against the server when the job is scheduled.
+    """
+    if not isinstance(schedule, str) or not schedule.strip():
+        raise ConfigurationError("invalid schedule: it is empty; the default is '* * * * *' (every minute)")
+    text = schedule.strip().lower()
+    if text in _MACROS or _SECONDS_PATTERN.fullmatch(text):
+        return
+    if text == "@reboot":
+        raise ConfigurationError(
+            "invalid schedule '@reboot': the job must run periodically; use a cron expression such as '* * * * *'"
+        )
+    fields = text.split()
+    if len(fields) != 5:
+        raise ConfigurationError(
+            f"invalid schedule {schedule!r}: expected 5 fields (minute hour day-of-month month day-of-week), "
+            f"got {len(fields)}; for example '* * * * *' runs every minute"
+        )
+    for field_text, name, bounds in zip(fields, _FIELD_NAMES, _FIELD_RANGES, strict=True):
+        names = _MONTH_NAMES if name == "month" else _DAY_NAMES if name == "day of week" else {}
+        _validate_field(schedule, field_text, name, bounds, names)
+
+
+def _validate_field(
+    schedule: str, field_text: str, name: str, bounds: tuple[int, int], names: Mapping[str, int]
+) -> None:
+    low, high = bounds
+
+    def value(token: str) -> int:
+        if token in names:
+            return names[token]
+        if not token.isdigit():
+            raise ConfigurationError(f"invalid schedule {schedule!r}: {name} field has invalid value {token!r}")
+        number = int(token)
+        if not low <= number <= high:
+            raise ConfigurationError(f"invalid schedule {schedule!r}: {name} {number} is outside {low}-{high}")
+        return number
+
+    for part in field_text.split(","):
+        base, _, step = part.partition("/")
+        if step and (not step.isdigit() or int(step) == 0):
+            raise ConfigurationError(f"invalid schedule {schedule!r}: {name} field has invalid step {step!r}")
+        if base == "*":
+            continue
+        start, dash, end = base.partition("-")
+        first = value(start)
+        if dash and value(end) < first:
+            raise ConfigurationError(f"invalid schedule {schedule!r}: {name} range {base!r} runs backwards")

@@ -1,0 +1,83 @@
+"""Helpers that the revisions in ``migrations/versions`` call.
+
+A revision's SQL lives in ``session_status/sql/<revision>.<direction>.sql``
+and is frozen with that revision. The files use ``{{name}}`` placeholders
+for configured names, which :func:`render_sql` fills with quoted values.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+
+import sqlalchemy as sa
+from alembic import context, op
+from sqlalchemy.engine import Connection
+
+from session_status import pgcron
+from session_status.config import Settings, quote_literal
+from session_status.errors import SessionStatusError
+
+logger = logging.getLogger(__name__)
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+def load_sql(filename: str) -> str:
+    """Return the text of a packaged SQL file."""
+    return resources.files("session_status.sql").joinpath(filename).read_text(encoding="utf-8")
+
+
+def render_sql(filename: str, settings: Settings) -> str:
+    """Return a packaged SQL file with its placeholders filled in from ``settings``."""
+    values = {
+        "schema": settings.quoted_schema(),
+        "schema_name": quote_literal(settings.schema),
+        "row_level_security": "true" if settings.row_level_security else "false",
+    }
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise SessionStatusError(f"{filename} uses unknown placeholder {{{{{name}}}}}")
+        return values[name]
+
+    return _PLACEHOLDER.sub(replace, load_sql(filename))
+
+
+def execute_sql_file(filename: str, settings: Settings | None = None) -> None:
+    """Run a packaged SQL file through Alembic, online or as offline script output.
+
+    Downgrade files find their objects in the catalog and take no settings.
+    """
+    sql = render_sql(filename, settings or Settings())
+    # text() would read ":name" as a bind parameter; escaped colons are sent verbatim.
+    op.execute(sa.text(sql.replace(":", r"\:")))
+
+
+def current_settings() -> Settings:
+    return Settings.from_alembic()
+
+
+def is_offline() -> bool:
+    return context.is_offline_mode()
+
+
+def connection() -> Connection:
+    return op.get_bind()
+
+
+def preflight(settings: Settings) -> tuple[pgcron.ServerInfo, Connection] | None:
+    """Check the server and the grants before a revision changes anything.
+
+    Returns what the server looks like and the connection to pg_cron's
+    database, or None in offline mode, where there is no server to ask.
+    """
+    if is_offline():
+        return None
+    info = pgcron.probe(connection())
+    pgcron.check_server(info)
+    cron = pgcron.cron_connection(connection(), settings, info)
+    pgcron.check_privileges(cron, info, cross_database=not info.same_database)
+    return info, cron

@@ -1,0 +1,294 @@
+"""Probing the server for pg_cron, and scheduling jobs in the right database.
+
+pg_cron keeps its extension, its ``cron.job`` table and its launcher in one
+database per server, named by the ``cron.database_name`` setting. When the
+app database is that database, jobs are scheduled with ``cron.schedule``
+on the migration's own connection. Otherwise (the usual layout on RDS,
+Cloud SQL, Azure and most self-hosted servers) a second connection to the
+cron database calls ``cron.schedule_in_database``, and the job runs in the
+app database. That second connection commits when the migration's
+transaction commits and rolls back when it rolls back, so a failed upgrade
+leaves no job behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from session_status.config import MAX_IDENTIFIER_BYTES, Settings
+from session_status.errors import ConfigurationError, PreflightError, PrivilegeError
+
+logger = logging.getLogger(__name__)
+
+MIN_VERSION = (1, 4)
+SECONDS_SCHEDULE_VERSION = (1, 5)
+JOB_NAME_PREFIX = "session_status:"
+# pg_cron uses cron.database_name's built-in default when the setting is unset.
+DEFAULT_CRON_DATABASE = "postgres"
+
+_CRON_CONNECTION_KEY = "session_status.cron_connection"
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """Parse an extension version such as ``'1.4-1'`` or ``'1.6'`` into ``(major, minor)``."""
+    match = re.match(r"(\d+)\.(\d+)", text)
+    if not match:
+        raise PreflightError(f"cannot parse the pg_cron version {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def job_name(database: str, purpose: str = "") -> str:
+    """Return the pg_cron job name for ``database``, namespaced by package.
+
+    pg_cron stores job names as ``name`` (63 bytes). A name that would be
+    longer keeps a readable prefix of the database name and ends with a hash
+    of the whole name, so distinct databases never share a job.
+    """
+    suffix = f":{purpose}" if purpose else ""
+    name = f"{JOB_NAME_PREFIX}{database}{suffix}"
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha256(database.encode()).hexdigest()[:12]
+    room = MAX_IDENTIFIER_BYTES - len(JOB_NAME_PREFIX) - len(suffix) - len(digest) - 1
+    prefix = database.encode()[:room].decode(errors="ignore")
+    return f"{JOB_NAME_PREFIX}{prefix}~{digest}{suffix}"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the app connection can see about pg_cron on its server."""
+
+    current_database: str
+    current_user: str
+    is_superuser: bool
+    preloaded: bool
+    cron_database: str
+    available_version: str | None
+
+    @property
+    def same_database(self) -> bool:
+        return self.current_database == self.cron_database
+
+
+def probe(connection: Connection) -> ServerInfo:
+    """Read the pg_cron-related facts visible from ``connection``."""
+    row = connection.execute(
+        sa.text(
+            "SELECT current_database(), current_user, "
+            "       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+            "       current_setting('shared_preload_libraries'), "
+            "       current_setting('cron.database_name', true), "
+            "       (SELECT default_version FROM pg_available_extensions WHERE name = 'pg_cron')"
+        )
+    ).one()
+    libraries = [lib.strip().strip('"') for lib in (row[3] or "").split(",")]
+    return ServerInfo(
+        current_database=row[0],
+        current_user=row[1],
+        is_superuser=bool(row[2]),
+        preloaded="pg_cron" in libraries,
+        cron_database=row[4] or DEFAULT_CRON_DATABASE,
+        available_version=row[5],
+    )
+
+
+def check_server(info: ServerInfo) -> None:
+    """Raise :class:`PreflightError` unless pg_cron is preloaded and recent enough."""
+    if not info.preloaded:
+        raise PreflightError(
+            "pg_cron is not loaded by this server: 'pg_cron' is missing from shared_preload_libraries. "
+            "Add it (shared_preload_libraries = 'pg_cron' in postgresql.conf, or the parameter group "
+            "of a managed server), set cron.database_name, and restart PostgreSQL. Nothing was changed."
+        )
+    if info.available_version is None:
+        raise PreflightError(
+            "pg_cron is preloaded but its extension files are not installed on the server; "
+            "install the pg_cron package for this PostgreSQL version (e.g. postgresql-15-cron)"
+        )
+    if parse_version(info.available_version) < MIN_VERSION:
+        raise PreflightError(
+            f"pg_cron {info.available_version} is too old: session-status needs 1.4 or later "
+            "(for cron.schedule_in_database and named jobs); upgrade the pg_cron package"
+        )
+
+
+# -- the connection that talks to pg_cron -----------------------------------------
+
+
+def cron_connection(connection: Connection, settings: Settings, info: ServerInfo) -> Connection:
+    """Return a connection to pg_cron's database whose transaction follows ``connection``'s.
+
+    In same-database mode that is ``connection`` itself. Otherwise a second
+    connection is opened once per migration transaction: it commits just
+    before ``connection`` commits and rolls back when it rolls back.
+    """
+    if info.same_database:
+        return connection
+
+    existing = connection.info.get(_CRON_CONNECTION_KEY)
+    if existing is not None and not existing.closed:
+        return existing
+
+    url = cron_database_url(connection, settings, info)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        cron = engine.connect()
+        cron.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as error:
+        raise PreflightError(
+            f"cannot connect to pg_cron's database {info.cron_database!r} at "
+            f"{sa.engine.make_url(url).render_as_string(hide_password=True)}: {error.orig}. "
+            "Set -x cron_database_url=URL (or cron_database_url in [session_status]) to a URL that "
+            "reaches it. Nothing was changed."
+        ) from error
+    connection.info[_CRON_CONNECTION_KEY] = cron
+    _follow_transaction(connection, cron)
+    logger.info("connected to pg_cron's database %r for cross-database scheduling", info.cron_database)
+    return cron
+
+
+def cron_database_url(connection: Connection, settings: Settings, info: ServerInfo) -> sa.engine.URL:
+    """Return the URL of pg_cron's database: the configured one, or the app URL with the database swapped."""
+    if settings.cron_database_url:
+        try:
+            url = sa.engine.make_url(normalize_url(settings.cron_database_url))
+        except sa.exc.ArgumentError as error:
+            raise ConfigurationError(f"invalid cron_database_url: {error}") from None
+        return url
+    return connection.engine.url.set(database=info.cron_database)
+
+
+def normalize_url(url: str) -> str:
+    """Make a ``postgresql://`` or ``postgres://`` URL use the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _follow_transaction(connection: Connection, cron: Connection) -> None:
+    # Listeners cannot be removed while SQLAlchemy dispatches the event, so
+    # they stay registered on this Connection object and act only once.
+    finished = False
+
+    def finish(commit: bool) -> None:
+        nonlocal finished
+        if finished:
+            return
+        finished = True
+        connection.info.pop(_CRON_CONNECTION_KEY, None)
+        try:
+            if commit:
+                cron.commit()
+            else:
+                cron.rollback()
+        finally:
+            cron.close()
+            cron.engine.dispose()
+
+    sa.event.listen(connection, "commit", lambda _: finish(commit=True))
+    sa.event.listen(connection, "rollback", lambda _: finish(commit=False))
+
+
+# -- checks and actions in pg_cron's database ---------------------------------------
+
+
+def installed_version(cron: Connection) -> str | None:
+    return cron.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'")).scalar()
+
+
+def check_privileges(cron: Connection, info: ServerInfo, *, cross_database: bool) -> None:
+    """Raise :class:`PrivilegeError` naming the grant that the connecting role lacks."""
+    role, database = cron.execute(sa.text("SELECT current_user, current_database()")).one()
+    superuser = cron.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
+    if superuser:
+        return
+    version = installed_version(cron)
+    if version is None:
+        raise PrivilegeError(
+            f"the pg_cron extension is not created in database {database!r} and role {role!r} is not a "
+            f"superuser, so it cannot create it. Ask a superuser to run `CREATE EXTENSION pg_cron;` in "
+            f"{database!r} and `GRANT USAGE ON SCHEMA cron TO {role};`. Nothing was changed."
+        )
+    if not cron.execute(sa.text("SELECT has_schema_privilege('cron', 'USAGE')")).scalar():
+        raise PrivilegeError(
+            f"role {role!r} lacks USAGE on schema cron in database {database!r}; "
+            f"a superuser must run `GRANT USAGE ON SCHEMA cron TO {role};`. Nothing was changed."
+        )
+    if cross_database:
+        signature = "cron.schedule_in_database(text,text,text,text,text,boolean)"
+        allowed = cron.execute(
+            sa.text("SELECT has_function_privilege(:signature, 'EXECUTE')"), {"signature": signature}
+        ).scalar()
+        if not allowed:
+            raise PrivilegeError(
+                f"role {role!r} may not schedule jobs in other databases: it lacks EXECUTE on {signature}. "
+                f"A superuser must run `GRANT EXECUTE ON FUNCTION {signature} TO {role};` in "
+                f"{database!r}. Nothing was changed."
+            )
+    if role != info.current_user:
+        raise PrivilegeError(
+            f"cron_database_url connects as {role!r} but the migration runs as {info.current_user!r}; "
+            "only a superuser may schedule a job for another role. Connect both as the same role "
+            "or use a superuser for cron_database_url."
+        )
+
+
+def find_job(cron: Connection, name: str, database: str) -> dict[str, Any] | None:
+    row = (
+        cron.execute(
+            sa.text(
+                "SELECT jobid, schedule, command, database, username, active FROM cron.job "
+                "WHERE jobname = :name AND database = :database"
+            ),
+            {"name": name, "database": database},
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def schedule_job(
+    cron: Connection, *, name: str, schedule: str, command: str, database: str, username: str, same_database: bool
+) -> int:
+    """Create or replace the job ``name``; pg_cron keeps one job per name and role."""
+    version = installed_version(cron)
+    if (
+        version
+        and re.fullmatch(r"\d+ seconds?", schedule.strip())
+        and parse_version(version) < SECONDS_SCHEDULE_VERSION
+    ):
+        raise ConfigurationError(
+            f"invalid schedule {schedule!r}: pg_cron {version} supports minute granularity only; "
+            "'N seconds' schedules need pg_cron 1.5 or later"
+        )
+    if same_database:
+        statement = sa.text("SELECT cron.schedule(CAST(:name AS text), :schedule, :command)")
+        params = {"name": name, "schedule": schedule, "command": command}
+    else:
+        statement = sa.text("SELECT cron.schedule_in_database(:name, :schedule, :command, :database, :username, true)")
+        params = {"name": name, "schedule": schedule, "command": command, "database": database, "username": username}
+    jobid = int(cron.execute(statement, params).scalar_one())
+    logger.info("scheduled pg_cron job %r (id %s, %r) in database %r", name, jobid, schedule, database)
+    return jobid
+
+
+def unschedule_job(cron: Connection, *, name: str, database: str) -> bool:
+    """Remove the job ``name`` that runs in ``database``; return False when there was none."""
+    if installed_version(cron) is None:
+        return False
+    job = find_job(cron, name, database)
+    if job is None:
+        logger.info("pg_cron job %r was already removed", name)
+        return False
+    cron.execute(sa.text("SELECT cron.unschedule(CAST(:jobid AS bigint))"), {"jobid": job["jobid"]})
+    logger.info("unscheduled pg_cron job %r (id %s)", name, job["jobid"])
+    return True

@@ -1,0 +1,65 @@
+"""SQLAlchemy definitions that match the DDL of the sessions schema revision.
+
+Host apps use them to query the table, and :func:`include_object` keeps
+Alembic's autogenerate from proposing changes to objects this package owns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from session_status.config import DEFAULT_SCHEMA
+
+STATUSES = ("scheduled", "open", "full", "completed", "cancelled")
+
+
+def build_metadata(schema: str | None = DEFAULT_SCHEMA) -> sa.MetaData:
+    """Return a ``MetaData`` with the ``sessions`` table in ``schema``."""
+    metadata = sa.MetaData(schema=None if schema == DEFAULT_SCHEMA else schema)
+    status_list = ", ".join(f"'{status}'" for status in STATUSES)
+    table = sa.Table(
+        "sessions",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(always=False)),
+        sa.Column("title", sa.Text),
+        sa.Column("capacity", sa.Integer),
+        sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'scheduled'")),
+        sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint(f"status IN ({status_list})", name="sessions_status_check"),
+        sa.CheckConstraint("isfinite(starts_at) AND isfinite(ends_at)", name="sessions_starts_at_ends_at_finite_check"),
+        sa.CheckConstraint("ends_at > starts_at", name="sessions_ends_at_after_starts_at_check"),
+        sa.CheckConstraint("capacity > 0", name="sessions_capacity_positive_check"),
+        sa.PrimaryKeyConstraint("id", name="sessions_pkey"),
+        comment=(
+            "session-status: sessions whose status follows the clock (scheduled -> open -> completed), "
+            "advanced by advance_session_statuses()"
+        ),
+    )
+    sa.Index(
+        "sessions_due_to_complete_idx",
+        table.c.ends_at,
+        postgresql_where=table.c.status.in_(["scheduled", "open", "full"]),
+    )
+    sa.Index("sessions_due_to_open_idx", table.c.starts_at, postgresql_where=table.c.status == "scheduled")
+    return metadata
+
+
+metadata = build_metadata()
+sessions = metadata.tables["sessions"]
+
+OWNED_TABLES = frozenset({"sessions"})
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic ``include_object`` hook that skips the objects session-status owns."""
+    if type_ == "table" and name in OWNED_TABLES:
+        return False
+    table = getattr(obj, "table", None)
+    if type_ in {"index", "column", "unique_constraint", "foreign_key_constraint"} and table is not None:
+        return table.name not in OWNED_TABLES
+    return True
