@@ -73,6 +73,7 @@ _CATALOG_QUERIES = {
         SELECT conrelid::regclass::text, conname FROM pg_constraint c
         JOIN pg_namespace n ON n.oid = c.connamespace
         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'cron')
+          AND c.conrelid <> coalesce(to_regclass('alembic_version'), 0)
     """,
     "extension": "SELECT extname, extversion FROM pg_extension",
 }

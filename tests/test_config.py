@@ -1,0 +1,99 @@
+"""Validation of the settings, before anything reaches the server."""
+
+from __future__ import annotations
+
+import pytest
+
+from session_status.config import Settings, validate_schedule
+from session_status.errors import ConfigurationError
+from session_status.pgcron import job_name
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["* * * * *", "*/5 * * * *", "0 3 * * 1-5", "15,45 8-18 * jan-dec mon-fri", "@hourly", "30 seconds", "1 second"],
+)
+def test_schedule_accepts_valid(schedule: str) -> None:
+    validate_schedule(schedule)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("", "it is empty"),
+        ("* * * *", "expected 5 fields"),
+        ("60 * * * *", "minute 60 is outside 0-59"),
+        ("* 24 * * *", "hour 24 is outside 0-23"),
+        ("* * 0 * *", "day of month 0 is outside 1-31"),
+        ("* * * 13 *", "month 13 is outside 1-12"),
+        ("* * * * 8", "day of week 8 is outside 0-7"),
+        ("*/0 * * * *", "invalid step '0'"),
+        ("5-1 * * * *", "runs backwards"),
+        ("@reboot", "must run periodically"),
+        ("60 seconds", "expected 5 fields"),
+        ("* * * * *; DROP TABLE sessions", "expected 5 fields"),
+        ("'; select 1 --", "expected 5 fields"),
+        ("x * * * *", "invalid value 'x'"),
+    ],
+)
+def test_schedule_rejects_invalid(schedule: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid schedule") as caught:
+        validate_schedule(schedule)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("", "the name is empty"),
+        ("public; DROP TABLE sessions", "use letters, digits and underscores"),
+        ('evil"name', "use letters, digits and underscores"),
+        ("1abc", "use letters, digits and underscores"),
+        ("a" * 64, "longer than PostgreSQL's 63-byte identifier limit"),
+        ("pg_sessions", "reserved by PostgreSQL"),
+    ],
+)
+def test_schema_rejects_invalid(schema: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid schema") as caught:
+        Settings(schema=schema)
+    assert message in str(caught.value)
+
+
+def test_schema_accepts_63_bytes() -> None:
+    assert Settings(schema="a" * 63).quoted_schema() == '"' + "a" * 63 + '"'
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1000001", "ten", "1e3"])
+def test_batch_size_rejects_invalid(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid batch_size"):
+        Settings.from_mapping({"batch_size": value})
+
+
+def test_unknown_setting_is_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="unknown session-status setting.*'shcema'"):
+        Settings.from_mapping({"shcema": "app"})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("off", False), ("No", False), ("1", True)])
+def test_row_level_security_parsing(value: str, expected: bool) -> None:
+    assert Settings.from_mapping({"row_level_security": value}).row_level_security is expected
+
+
+def test_row_level_security_rejects_invalid() -> None:
+    with pytest.raises(ConfigurationError, match="invalid row_level_security 'maybe'"):
+        Settings.from_mapping({"row_level_security": "maybe"})
+
+
+def test_job_name_short_database() -> None:
+    assert job_name("app") == "session_status:app"
+    assert job_name("app", "retention") == "session_status:app:retention"
+
+
+def test_job_name_long_databases_stay_unique() -> None:
+    first = "a" * 60 + "x"
+    second = "a" * 60 + "y"
+
+    assert len(job_name(first).encode()) <= 63
+    assert len(job_name(second, "retention").encode()) <= 63
+    assert job_name(first) != job_name(second)
+    assert job_name(first).startswith("session_status:aaa")
