@@ -70,7 +70,7 @@ def test_batch_size_rejects_invalid(value: str) -> None:
 
 
 def test_unknown_setting_is_rejected() -> None:
-    with pytest.raises(ConfigurationError, match="unknown session-status setting.*'shcema'"):
+    with pytest.raises(ConfigurationError, match=r"unknown session-status setting.*'shcema'"):
         Settings.from_mapping({"shcema": "app"})
 
 
