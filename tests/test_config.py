@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from session_status.config import Settings, validate_schedule
-from session_status.errors import ConfigurationError
-from session_status.pgcron import job_name
+from session_status.errors import ConfigurationError, PreflightError
+from session_status.pgcron import ServerInfo, check_server, job_name
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,32 @@ def test_job_name_long_databases_stay_unique() -> None:
     assert len(job_name(second, "retention").encode()) <= 63
     assert job_name(first) != job_name(second)
     assert job_name(first).startswith("session_status:aaa")
+
+
+def _server(**overrides: object) -> ServerInfo:
+    values: dict[str, object] = {
+        "current_database": "app",
+        "current_user": "owner",
+        "is_superuser": False,
+        "preloaded": True,
+        "cron_database": "postgres",
+        "available_version": "1.4-1",
+    }
+    values.update(overrides)
+    return ServerInfo(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", ["1.4-1", "1.4", "1.5", "1.6", "2.0"])
+def test_server_check_accepts_supported_pg_cron(version: str) -> None:
+    check_server(_server(available_version=version))
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.0"])
+def test_server_check_rejects_old_pg_cron(version: str) -> None:
+    with pytest.raises(PreflightError, match=rf"pg_cron {version} is too old: session-status needs 1.4"):
+        check_server(_server(available_version=version))
+
+
+def test_server_check_rejects_missing_extension_files() -> None:
+    with pytest.raises(PreflightError, match="extension files are not installed"):
+        check_server(_server(available_version=None))
