@@ -39,16 +39,18 @@ _DETAIL_QUERIES = {
 
 
 def full_snapshot(conn: psycopg.Connection) -> set[tuple[str, ...]]:
-    """Return helpers.catalog_snapshot plus columns, definitions and comments."""
+    """Return helpers.catalog_snapshot plus columns, definitions and comments, without Alembic's own table."""
     objects = helpers.catalog_snapshot(conn)
     for kind, query in _DETAIL_QUERIES.items():
         for row in conn.execute(query):
             objects.add((kind, *map(str, row)))
-    return objects
+    return {item for item in objects if not any(field.startswith("alembic_version") for field in item)}
 
 
 def job_rows(cron_conn: psycopg.Connection, database: str) -> list[tuple[str, ...]]:
-    """Return the pg_cron jobs that run in ``database``, without their ids."""
+    """Return the pg_cron jobs that run in ``database``, without their ids; none before pg_cron exists."""
+    if cron_conn.execute("SELECT to_regclass('cron.job')").fetchone() == (None,):
+        return []
     rows = cron_conn.execute(
         "SELECT jobname, schedule, command, database, username, active::text FROM cron.job "
         "WHERE database = %s ORDER BY jobname",
