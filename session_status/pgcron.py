@@ -78,7 +78,27 @@ class ServerInfo:
 
 
 def probe(connection: Connection) -> ServerInfo:
-    """Read the pg_cron-related facts visible from ``connection``."""
+    """Read the pg_cron-related facts visible from ``connection``.
+
+    Raises :class:`PrivilegeError` when the role may not read the settings
+    that tell where pg_cron runs.
+    """
+    # Since PostgreSQL 15 shared_preload_libraries and cron.database_name
+    # are readable only by superusers and members of pg_read_all_settings;
+    # reading them otherwise fails with a bare "must be superuser" error.
+    role, allowed = connection.execute(
+        sa.text(
+            "SELECT current_user, "
+            "       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+            "       OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
+        )
+    ).one()
+    if not allowed:
+        raise PrivilegeError(
+            f"role {role!r} may not read shared_preload_libraries and cron.database_name, which tell "
+            f"where pg_cron runs. A superuser must run `GRANT pg_read_all_settings TO {role};`. "
+            "Nothing was changed."
+        )
     row = connection.execute(
         sa.text(
             "SELECT current_database(), current_user, "
@@ -272,10 +292,21 @@ def schedule_job(
         )
     if same_database:
         statement = sa.text("SELECT cron.schedule(CAST(:name AS text), :schedule, :command)")
-        params = {"name": name, "schedule": schedule, "command": command}
+        params: dict[str, str | None] = {"name": name, "schedule": schedule, "command": command}
     else:
-        statement = sa.text("SELECT cron.schedule_in_database(:name, :schedule, :command, :database, :username, true)")
-        params = {"name": name, "schedule": schedule, "command": command, "database": database, "username": username}
+        # pg_cron 1.4 rejects any non-NULL username from a non-superuser, even
+        # the caller's own name, so the caller's own jobs pass NULL (current_user).
+        cron_role = cron.execute(sa.text("SELECT current_user")).scalar_one()
+        statement = sa.text(
+            "SELECT cron.schedule_in_database(:name, :schedule, :command, :database, CAST(:username AS text), true)"
+        )
+        params = {
+            "name": name,
+            "schedule": schedule,
+            "command": command,
+            "database": database,
+            "username": None if username == cron_role else username,
+        }
     jobid = int(cron.execute(statement, params).scalar_one())
     logger.info("scheduled pg_cron job %r (id %s, %r) in database %r", name, jobid, schedule, database)
     return jobid
