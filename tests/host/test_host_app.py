@@ -153,3 +153,10 @@ def test_undeclared_foreign_key_stops_downgrade(
     assert versions(sandbox, database) == {"host_0002", OUR_HEAD}
     assert tables(sandbox, database) == {"rooms", "bookings", "sessions", "notes"}
     assert helpers.jobs_for(cron_conn, database) == jobs
+
+
+def test_upgrade_head_rejects_two_lineages(alembic, sandbox: Sandbox, database: str) -> None:  # type: ignore[no-untyped-def]
+    output = alembic("upgrade", "head", expect_success=False)
+
+    assert "Multiple head revisions are present" in output
+    assert versions(sandbox, database) == set()
