@@ -181,3 +181,13 @@ def test_offline_script_file_is_valid_psql_input(tmp_path: Path) -> None:
     script.write_text(generate("upgrade", "head"))
 
     assert script.read_text().rstrip().endswith("COMMIT;")
+
+
+def test_full_offline_script_stops_in_app_database(sandbox: Sandbox, database: str) -> None:
+    applied = psql(sandbox, database, generate("upgrade", "head"))
+
+    assert applied.returncode != 0
+    assert "this database is not pg_cron's database" in applied.stderr
+    with sandbox.connect(database) as conn:
+        assert conn.execute("SELECT to_regclass('public.sessions')").fetchone() == (None,)
+        assert conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() == (None,)
