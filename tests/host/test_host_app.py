@@ -86,7 +86,7 @@ def test_depends_on_pulls_in_our_revision(alembic, sandbox: Sandbox, database: s
     output = alembic("upgrade", "host@head")
 
     # Alembic applies session_status_0001 first. The version table then
-    # holds host_0002 alone, which implies its dependency.
+    # contains host_0002 alone, which implies its dependency.
     assert output.index("-> session_status_0001") < output.index("-> host_0002")
     assert versions(sandbox, database) == {"host_0002"}
     assert tables(sandbox, database) == {"rooms", "bookings", "sessions"}
