@@ -12,6 +12,7 @@ from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
+from sqlalchemy.engine import Engine
 
 from session_status import database_url
 from session_status.schema import metadata
@@ -38,6 +39,11 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
+    if isinstance(connectable, Engine):
+        # pytest-alembic passes an engine rather than a connection.
+        with connectable.connect() as connection:
+            _run_with(connection)
+        return
     if connectable is not None:
         # A caller (the tests, the demo) passed its own connection.
         _run_with(connectable)

@@ -51,7 +51,11 @@ def execute_sql_file(filename: str, settings: Settings | None = None) -> None:
 
     Downgrade files find their objects in the catalog and take no settings.
     """
-    sql = render_sql(filename, settings or Settings())
+    execute_sql(render_sql(filename, settings or Settings()))
+
+
+def execute_sql(sql: str) -> None:
+    """Run SQL text through Alembic, online or as offline script output, with no bind parameters."""
     # text() would read ":name" as a bind parameter; escaped colons are sent verbatim.
     op.execute(sa.text(sql.replace(":", r"\:")))
 
@@ -81,3 +85,40 @@ def preflight(settings: Settings) -> tuple[pgcron.ServerInfo, Connection] | None
     cron = pgcron.cron_connection(connection(), settings, info)
     pgcron.check_privileges(cron, info, cross_database=not info.same_database)
     return info, cron
+
+
+def schedule_job(settings: Settings, *, schedule: str, command: str, purpose: str = "") -> None:
+    """Create or replace this database's pg_cron job ``purpose``, online or in the offline script.
+
+    Online, the job is named :func:`pgcron.job_name` of the connected
+    database and is scheduled in pg_cron's database, which may be another
+    database of the server. Offline (``--sql``), the script computes the same
+    name when it runs. It works only in pg_cron's own database and raises an
+    error at apply time in any other.
+    """
+    if is_offline():
+        execute_sql(pgcron.schedule_job_script(schedule=schedule, command=command, purpose=purpose))
+        return
+    checked = preflight(settings)
+    assert checked is not None  # preflight returns None in offline mode only
+    info, cron = checked
+    pgcron.schedule_job(
+        cron,
+        name=pgcron.job_name(info.current_database, purpose),
+        schedule=schedule,
+        command=command,
+        database=info.current_database,
+        username=info.current_user,
+        same_database=info.same_database,
+    )
+
+
+def unschedule_job(settings: Settings, *, purpose: str = "") -> None:
+    """Remove this database's pg_cron job ``purpose`` if it exists, online or in the offline script."""
+    if is_offline():
+        execute_sql(pgcron.unschedule_job_script(purpose=purpose))
+        return
+    bind = connection()
+    info = pgcron.probe(bind)
+    cron = pgcron.cron_connection(bind, settings, info)
+    pgcron.unschedule_job(cron, name=pgcron.job_name(info.current_database, purpose), database=info.current_database)

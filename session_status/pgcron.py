@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from session_status.config import MAX_IDENTIFIER_BYTES, Settings
+from session_status.config import MAX_IDENTIFIER_BYTES, Settings, quote_literal
 from session_status.errors import ConfigurationError, PreflightError, PrivilegeError
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,27 @@ class ServerInfo:
 
 
 def probe(connection: Connection) -> ServerInfo:
-    """Read the pg_cron-related facts visible from ``connection``."""
+    """Read the pg_cron-related facts visible from ``connection``.
+
+    Raises :class:`PrivilegeError` when the role may not read the settings
+    that tell where pg_cron runs.
+    """
+    # Since PostgreSQL 15 shared_preload_libraries and cron.database_name
+    # are readable only by superusers and members of pg_read_all_settings;
+    # reading them otherwise fails with a bare "must be superuser" error.
+    role, allowed = connection.execute(
+        sa.text(
+            "SELECT current_user, "
+            "       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+            "       OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
+        )
+    ).one()
+    if not allowed:
+        raise PrivilegeError(
+            f"role {role!r} may not read shared_preload_libraries and cron.database_name, which tell "
+            f"where pg_cron runs. A superuser must run `GRANT pg_read_all_settings TO {role};`. "
+            "Nothing was changed."
+        )
     row = connection.execute(
         sa.text(
             "SELECT current_database(), current_user, "
@@ -272,10 +292,21 @@ def schedule_job(
         )
     if same_database:
         statement = sa.text("SELECT cron.schedule(CAST(:name AS text), :schedule, :command)")
-        params = {"name": name, "schedule": schedule, "command": command}
+        params: dict[str, str | None] = {"name": name, "schedule": schedule, "command": command}
     else:
-        statement = sa.text("SELECT cron.schedule_in_database(:name, :schedule, :command, :database, :username, true)")
-        params = {"name": name, "schedule": schedule, "command": command, "database": database, "username": username}
+        # pg_cron 1.4 rejects any non-NULL username from a non-superuser, even
+        # the caller's own name, so the caller's own jobs pass NULL (current_user).
+        cron_role = cron.execute(sa.text("SELECT current_user")).scalar_one()
+        statement = sa.text(
+            "SELECT cron.schedule_in_database(:name, :schedule, :command, :database, CAST(:username AS text), true)"
+        )
+        params = {
+            "name": name,
+            "schedule": schedule,
+            "command": command,
+            "database": database,
+            "username": None if username == cron_role else username,
+        }
     jobid = int(cron.execute(statement, params).scalar_one())
     logger.info("scheduled pg_cron job %r (id %s, %r) in database %r", name, jobid, schedule, database)
     return jobid
@@ -292,3 +323,106 @@ def unschedule_job(cron: Connection, *, name: str, database: str) -> bool:
     cron.execute(sa.text("SELECT cron.unschedule(CAST(:jobid AS bigint))"), {"jobid": job["jobid"]})
     logger.info("unscheduled pg_cron job %r (id %s)", name, job["jobid"])
     return True
+
+
+# -- offline scripts (alembic --sql) ------------------------------------------------
+#
+# Without a server there is no database name to build the job name from and
+# no way to tell which database pg_cron lives in. The scripts below compute
+# both when they run: the job name from current_database() with the rule of
+# job_name(), and a guard that stops the script unless it runs in pg_cron's
+# own database (cron.database_name). Cross-database layouts cannot be served
+# offline, because scheduling there needs a second connection.
+
+_PURPOSE_PATTERN = re.compile(r"[A-Za-z0-9_.-]*")
+_DIGEST_CHARS = 12
+
+
+def job_name_sql(database: str, purpose: str = "") -> str:
+    """Return an SQL expression that computes :func:`job_name` of the text expression ``database``.
+
+    ``database`` is inserted verbatim several times, so it must be a
+    side-effect-free expression such as a variable or ``current_database()``.
+    """
+    _check_purpose(purpose)
+    suffix = f":{purpose}" if purpose else ""
+    room = MAX_IDENTIFIER_BYTES - len(JOB_NAME_PREFIX) - len(suffix) - _DIGEST_CHARS - 1
+    prefix, suffix_literal = quote_literal(JOB_NAME_PREFIX), quote_literal(suffix)
+    # The longest prefix of whole characters that fits in `room` bytes, as
+    # database.encode()[:room].decode(errors="ignore") computes it in Python.
+    truncated = (
+        "(SELECT coalesce(pg_catalog.string_agg(c.ch, '' ORDER BY c.pos), '') FROM ("
+        "SELECT t.ch, t.pos, pg_catalog.sum(pg_catalog.octet_length(t.ch)) OVER (ORDER BY t.pos) AS bytes "
+        f"FROM pg_catalog.regexp_split_to_table({database}, '') WITH ORDINALITY AS t(ch, pos)) AS c "
+        f"WHERE c.bytes <= {room})"
+    )
+    digest = (
+        f"pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to({database}, 'UTF8')), 'hex'), "
+        f"{_DIGEST_CHARS})"
+    )
+    full = f"{prefix} || {database} || {suffix_literal}"
+    return (
+        f"CASE WHEN pg_catalog.octet_length({full}) <= {MAX_IDENTIFIER_BYTES} THEN {full} "
+        f"ELSE {prefix} || {truncated} || '~' || {digest} || {suffix_literal} END"
+    )
+
+
+def schedule_job_script(*, schedule: str, command: str, purpose: str = "") -> str:
+    """Return SQL that schedules the job :func:`job_name` (current database, ``purpose``) when run.
+
+    The script works only in pg_cron's own database and raises an error in
+    any other. Its leading SQL comment states this limit.
+    """
+    return _offline_script(
+        f"-- Schedules the pg_cron job {JOB_NAME_PREFIX}<current database>{':' + purpose if purpose else ''}.",
+        purpose,
+        f"PERFORM cron.schedule(v_name, {quote_literal(schedule)}, {quote_literal(command)});\n"
+        "    RAISE NOTICE 'session-status: scheduled pg_cron job %', v_name;",
+    )
+
+
+def unschedule_job_script(*, purpose: str = "") -> str:
+    """Return SQL that removes the job :func:`job_name` (current database, ``purpose``) if it exists."""
+    return _offline_script(
+        f"-- Removes the pg_cron job {JOB_NAME_PREFIX}<current database>{':' + purpose if purpose else ''} "
+        "if it exists.",
+        purpose,
+        "IF pg_catalog.to_regclass('cron.job') IS NULL THEN\n"
+        "        RETURN;\n"
+        "    END IF;\n"
+        "    FOR v_jobid IN\n"
+        "        SELECT j.jobid FROM cron.job AS j WHERE j.jobname = v_name AND j.database = v_database\n"
+        "    LOOP\n"
+        "        PERFORM cron.unschedule(v_jobid);\n"
+        "        RAISE NOTICE 'session-status: unscheduled pg_cron job % (id %)', v_name, v_jobid;\n"
+        "    END LOOP;",
+    )
+
+
+def _offline_script(title: str, purpose: str, action: str) -> str:
+    return f"""{title}
+-- Offline scripts support pg_cron's own database only (cron.database_name).
+-- When the app database is another database, run this revision online:
+-- it manages the job through a second connection to pg_cron's database.
+DO $session_status$
+DECLARE
+    v_database text := pg_catalog.current_database();
+    v_cron_database text := coalesce(pg_catalog.current_setting('cron.database_name', true),
+                                      {quote_literal(DEFAULT_CRON_DATABASE)});
+    v_name text := {job_name_sql("v_database", purpose)};
+    v_jobid bigint;
+BEGIN
+    IF v_database <> v_cron_database THEN
+        RAISE EXCEPTION 'session-status: this script must run in pg_cron''s database %, not in %',
+                        v_cron_database, v_database
+            USING HINT = 'Offline (--sql) scripts cannot manage pg_cron jobs across databases. '
+                         'Run alembic upgrade/downgrade online, or apply the script in the cron database.';
+    END IF;
+    {action}
+END
+$session_status$"""
+
+
+def _check_purpose(purpose: str) -> None:
+    if not _PURPOSE_PATTERN.fullmatch(purpose):
+        raise ConfigurationError(f"invalid job purpose {purpose!r}: use ASCII letters, digits, '.', '-' and '_'")

@@ -27,8 +27,23 @@ def build_metadata(schema: str | None = DEFAULT_SCHEMA) -> sa.MetaData:
         sa.Column("capacity", sa.Integer),
         sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'scheduled'")),
-        sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "status",
+            sa.Text,
+            nullable=False,
+            server_default=sa.text("'scheduled'"),
+            comment=(
+                "scheduled, open, full, completed or cancelled; "
+                "open and completed are set by the tick, full and cancelled by the app"
+            ),
+        ),
+        sa.Column(
+            "status_changed_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.func.now(),
+            comment="transaction time of the last status change, set by the sessions_guard_status trigger",
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.CheckConstraint(f"status IN ({status_list})", name="sessions_status_check"),
         sa.CheckConstraint("isfinite(starts_at) AND isfinite(ends_at)", name="sessions_starts_at_ends_at_finite_check"),

@@ -5,13 +5,16 @@ procedure, schema-qualified. Scheduling an existing name replaces the job,
 so upgrading again after ``alembic stamp`` leaves one job. The downgrade
 removes the job if it is there and succeeds if it was removed by hand.
 
+Offline (``--sql``) the revision writes SQL that computes the job name from
+current_database() when it runs; that script works only in pg_cron's own
+database and raises an error in any other.
+
 Revision ID: session_status_0004
 Revises: session_status_0003
 Create Date: 2026-12-04
 """
 
-from session_status import migration, pgcron
-from session_status.errors import ConfigurationError
+from session_status import migration
 
 revision = "session_status_0004"
 down_revision = "session_status_0003"
@@ -23,32 +26,12 @@ COMMAND = "CALL {schema}.advance_session_statuses_in_batches(batch_size => {batc
 
 def upgrade() -> None:
     settings = migration.current_settings()
-    checked = migration.preflight(settings)
-    if checked is None:
-        raise ConfigurationError(
-            "offline mode (--sql) cannot schedule the pg_cron job: the job name and the database "
-            "that runs it are read from the server. Run this revision online."
-        )
-    info, cron = checked
-    pgcron.schedule_job(
-        cron,
-        name=pgcron.job_name(info.current_database),
+    migration.schedule_job(
+        settings,
         schedule=settings.schedule,
         command=COMMAND.format(schema=settings.quoted_schema(), batch_size=settings.batch_size),
-        database=info.current_database,
-        username=info.current_user,
-        same_database=info.same_database,
     )
 
 
 def downgrade() -> None:
-    if migration.is_offline():
-        raise ConfigurationError(
-            "offline mode (--sql) cannot unschedule the pg_cron job: it is looked up on the server. "
-            "Run this revision online."
-        )
-    settings = migration.current_settings()
-    bind = migration.connection()
-    info = pgcron.probe(bind)
-    cron = pgcron.cron_connection(bind, settings, info)
-    pgcron.unschedule_job(cron, name=pgcron.job_name(info.current_database), database=info.current_database)
+    migration.unschedule_job(migration.current_settings())

@@ -1,0 +1,57 @@
+"""Each downgrade removes what its upgrade created, including what pytest-alembic does not compare.
+
+pytest-alembic compares tables, columns and indexes. This check adds
+functions, procedures, triggers, grants, row-level security, comments and
+the pg_cron jobs in the cron database.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import psycopg
+import pytest
+
+from session_status.sandbox import Sandbox
+from tests import catalog, helpers
+
+REVISIONS = ["base", "session_status_0001", "session_status_0002", "session_status_0003", "session_status_0004"]
+STEPS = list(itertools.pairwise(REVISIONS))
+
+
+def state(sandbox: Sandbox, database: str, cron_conn: psycopg.Connection) -> set[tuple[str, ...]]:
+    with sandbox.connect(database) as conn:
+        objects = catalog.full_snapshot(conn)
+    return objects | {("job", *job) for job in catalog.job_rows(cron_conn, database)}
+
+
+@pytest.mark.parametrize(("before", "after"), STEPS, ids=[after for _, after in STEPS])
+def test_downgrade_removes_every_object(
+    sandbox: Sandbox, database: str, database_url: str, cron_conn: psycopg.Connection, before: str, after: str
+) -> None:
+    if before != "base":
+        helpers.upgrade(database_url, before)
+    expected = state(sandbox, database, cron_conn)
+
+    helpers.upgrade(database_url, after)
+    upgraded = state(sandbox, database, cron_conn)
+    helpers.downgrade(database_url, before)
+    downgraded = state(sandbox, database, cron_conn)
+
+    assert downgraded - expected == set()
+    assert expected - downgraded == set()
+    if after != "session_status_0002":
+        # 0002 creates the extension in the cron database ("postgres"), so the
+        # app database looks the same before and after it.
+        assert upgraded != expected
+
+
+def test_full_downgrade_with_custom_schema(
+    sandbox: Sandbox, database: str, database_url: str, cron_conn: psycopg.Connection
+) -> None:
+    expected = state(sandbox, database, cron_conn)
+
+    helpers.upgrade(database_url, "head", schema="booking")
+    helpers.downgrade(database_url, "base")
+
+    assert state(sandbox, database, cron_conn) == expected
