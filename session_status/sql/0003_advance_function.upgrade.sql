@@ -8,7 +8,11 @@
 -- instant as_of (default: now(), the start of the calling transaction):
 --   * scheduled, open, full -> completed  once ends_at <= as_of
 --     (a scheduled session whose end has passed skips open: catch-up);
---   * scheduled -> open                   once starts_at <= as_of.
+--   * scheduled -> open                   once starts_at <= as_of < ends_at.
+--     The opening pass checks ends_at too: a row that the completing pass
+--     skipped because the app held it locked, and that the app released
+--     before the opening pass, stays scheduled and is completed by the next
+--     call instead of being opened after its end.
 -- completed and cancelled rows are never read or written.
 --
 -- Returns how many sessions it opened and completed. A second call with the
@@ -68,6 +72,7 @@ BEGIN
             FROM {{schema}}.sessions AS s
             WHERE s.status = 'scheduled'
               AND s.starts_at <= as_of
+              AND s.ends_at > as_of
             ORDER BY s.starts_at
             LIMIT v_remaining
             FOR UPDATE SKIP LOCKED
