@@ -28,7 +28,7 @@ CREATE TABLE status_history (
     txid         bigint NOT NULL,
     application  text NOT NULL
 );
-CREATE FUNCTION record_status_change() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION record_status_change() RETURNS trigger LANGUAGE plpgsql SET search_path = public AS $$
 BEGIN
     INSERT INTO status_history (session_id, old_status, new_status, txid, application)
     VALUES (NEW.id, OLD.status, NEW.status, txid_current(), current_setting('application_name'));
@@ -41,7 +41,7 @@ CREATE TRIGGER record_status_change AFTER UPDATE ON sessions
 """
 
 PAUSE_FUNCTION_DDL = f"""
-CREATE FUNCTION pause_point() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION pause_point() RETURNS trigger LANGUAGE plpgsql SET search_path = public AS $$
 DECLARE
     v_step integer;
 BEGIN
