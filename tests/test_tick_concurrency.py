@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from session_status.sandbox import Sandbox
 from tests.tick_helpers import (
     PAUSED_APPLICATION_NAME,
     PausePoint,
@@ -34,27 +33,6 @@ from tests.tick_helpers import (
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
-TICK_SETTINGS = "SET lock_timeout = '2s'; SET statement_timeout = '20s'; SET deadlock_timeout = '50ms'"
-
-
-@pytest.fixture
-def connect(sandbox: Sandbox, migrated_database: str) -> Iterator[Callable[..., psycopg.Connection]]:
-    """Open more connections to the test database; all are closed after the test."""
-    opened: list[psycopg.Connection] = []
-
-    def _connect(*, autocommit: bool = True, application_name: str = "app") -> psycopg.Connection:
-        conn = psycopg.connect(
-            sandbox.conninfo(migrated_database), autocommit=autocommit, application_name=application_name
-        )
-        opened.append(conn)
-        conn.execute(TICK_SETTINGS)
-        if not autocommit:
-            conn.commit()
-        return conn
-
-    yield _connect
-    for conn in opened:
-        conn.close()
 
 
 @pytest.fixture

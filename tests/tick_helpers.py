@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -141,8 +143,13 @@ class PausePoint:
         for step in range(1, pauses + 1):
             holder.execute("SELECT pg_advisory_lock(%s, %s)", (PAUSE_LOCK_CLASS, step))
 
-    def wait_paused(self, pid: int, step: int, timeout: float = 30.0) -> None:
-        """Wait until backend ``pid`` waits at pause number ``step``."""
+    def wait_paused(self, pid: int, step: int, timeout: float = 30.0, until: Future[Any] | None = None) -> bool:
+        """Wait until backend ``pid`` waits at pause number ``step``.
+
+        Returns False if ``until`` completes first (the paused call returned
+        without reaching that pause); raises AssertionError after ``timeout``
+        seconds.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             row = self.holder.execute(
@@ -151,7 +158,9 @@ class PausePoint:
                 (pid, PAUSE_LOCK_CLASS, step),
             ).fetchone()
             if row:
-                return
+                return True
+            if until is not None and until.done():
+                return False
             time.sleep(0.01)
         raise AssertionError(f"backend {pid} did not reach pause {step} within {timeout} s")
 
