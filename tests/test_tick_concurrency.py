@@ -25,6 +25,7 @@ from tests.tick_helpers import (
     history,
     insert_session,
     install_history,
+    locked_row_count,
     status_of,
     statuses,
     tick,
@@ -378,3 +379,37 @@ def test_ended_session_released_between_passes_not_opened(
     assert tick(app_conn, T0) == (0, 1)
     assert status_of(app_conn, ended) == "completed"
     assert [(entry[1], entry[2]) for entry in history(app_conn)] == [("scheduled", "completed")]
+
+
+def test_rechecked_row_stays_locked_until_commit(
+    app_conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    # A row that another transaction changed after the tick's snapshot is
+    # locked by the tick to recheck it. When it no longer qualifies the tick
+    # leaves it unchanged but keeps that lock until its transaction ends, as
+    # PostgreSQL keeps every row lock: such rows are the only ones a tick
+    # locks beyond the rows it changes.
+    holder = connect()
+    gate = PausePoint(app_conn, holder, "BEFORE", pauses=2)
+    changed = insert_session(app_conn, T0 - HOUR, T0 + HOUR)
+    control = insert_session(app_conn, T0 - HOUR, T0 + HOUR)
+    untouched = insert_session(app_conn, T0 + HOUR, T0 + 2 * HOUR)
+    paused_tick = connect(autocommit=False, application_name=PAUSED_APPLICATION_NAME)
+    app = connect()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(tick, paused_tick, T0)
+        gate.wait_paused(backend_pid(paused_tick), 1)
+        gate.release(1)
+        gate.wait_paused(backend_pid(paused_tick), 2)
+        app.execute("UPDATE sessions SET status = 'full' WHERE id = %s", (changed,))
+        gate.release(2)
+        counts = result.result(timeout=30)
+
+    assert counts == (1, 0)
+    assert locked_row_count(holder, [control]) == 1
+    assert locked_row_count(holder, [changed]) == 1
+    assert locked_row_count(holder, [untouched]) == 0
+    paused_tick.commit()
+    assert locked_row_count(holder, [changed, control]) == 0
+    assert status_of(app_conn, changed) == "full"

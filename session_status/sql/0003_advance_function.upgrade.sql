@@ -94,8 +94,11 @@ REVOKE ALL ON FUNCTION {{schema}}.advance_session_statuses(timestamptz, integer)
 --
 -- Calls advance_session_statuses(as_of, batch_size) and commits after each
 -- batch until a batch comes back short, so a backlog (after downtime, say)
--- is cleared by one call while no transaction locks more than batch_size
--- rows. Every batch judges at the same as_of, taken once when the call
+-- is cleared by one call while no transaction changes more than batch_size
+-- rows. A batch locks only the rows it changes, plus any row that another
+-- transaction changed after the batch's snapshot and that no longer
+-- qualifies when rechecked: PostgreSQL keeps that lock until the batch
+-- commits. Every batch judges at the same as_of, taken once when the call
 -- starts. This is what the pg_cron job runs.
 --
 -- It must be CALLed outside an explicit transaction block (pg_cron does so);
