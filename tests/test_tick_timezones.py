@@ -240,3 +240,60 @@ def test_sql_booking_with_elapsed_duration(app_conn: psycopg.Connection) -> None
 
     assert (starts_at, ends_at) == session_bounds(FALL_BACK, time(1, 0), NEW_YORK, NINETY_MINUTES, on_fold="later")
     _assert_opens_and_completes(app_conn, session_id, starts_at, ends_at)
+
+
+# The SQL recipes of docs/time-zones.md, with %(day)s, %(wall_time)s and %(zone)s.
+SQL_LATER_OR_SHIFTED = "SELECT (%(day)s::date + %(wall_time)s::time) AT TIME ZONE %(zone)s"
+SQL_IS_NONEXISTENT = """
+SELECT ((local AT TIME ZONE %(zone)s) AT TIME ZONE %(zone)s) <> local
+FROM (SELECT %(day)s::date + %(wall_time)s::time AS local) AS booking
+"""
+SQL_EARLIER_OR_SHIFTED = """
+SELECT CASE WHEN (earlier AT TIME ZONE %(zone)s) = local THEN earlier
+            ELSE local AT TIME ZONE %(zone)s END
+FROM (SELECT local, ((local - interval '1 day') AT TIME ZONE %(zone)s) + interval '24 hours' AS earlier
+      FROM (SELECT %(day)s::date + %(wall_time)s::time AS local) AS booking) AS candidates
+"""
+# Transition days of 2026: New York (one hour), Lord Howe Island (30 minutes)
+# and Dublin (whose tz rules call winter time the daylight saving time).
+TRANSITION_DAYS = [
+    ("America/New_York", date(2026, 3, 8)),
+    ("America/New_York", date(2026, 11, 1)),
+    ("Australia/Lord_Howe", date(2026, 4, 5)),
+    ("Australia/Lord_Howe", date(2026, 10, 4)),
+    ("Europe/Dublin", date(2026, 3, 29)),
+    ("Europe/Dublin", date(2026, 10, 25)),
+]
+
+
+def _utc(row: tuple[datetime] | None) -> datetime:
+    # psycopg returns the value in the connection's zone, and Python's ==
+    # treats an aware datetime in a fold as unequal to any other zone's
+    # (PEP 495), so compare in UTC.
+    assert row is not None
+    return row[0].astimezone(UTC)
+
+
+@pytest.mark.parametrize("connection_zone", ["Asia/Tokyo", NEW_YORK, "Australia/Lord_Howe"])
+@pytest.mark.parametrize(("zone", "day"), TRANSITION_DAYS)
+def test_sql_recipes_match_helper(app_conn: psycopg.Connection, zone: str, day: date, connection_zone: str) -> None:
+    app_conn.execute(sql.SQL("SET TimeZone = {}").format(sql.Literal(connection_zone)))
+    seen_gap = seen_fold = False
+    for minute in range(0, 4 * 60, 5):
+        wall_time = time(minute // 60, minute % 60)
+        arguments = {"day": day, "wall_time": wall_time, "zone": zone}
+        later = local_to_instant(day, wall_time, zone, on_fold="later", on_gap="shift_forward")
+        earlier = local_to_instant(day, wall_time, zone, on_fold="earlier", on_gap="shift_forward")
+        try:
+            local_to_instant(day, wall_time, zone)
+            nonexistent = False
+        except NonexistentLocalTimeError:
+            nonexistent = True
+        seen_gap = seen_gap or nonexistent
+        seen_fold = seen_fold or earlier != later
+
+        assert _utc(app_conn.execute(SQL_LATER_OR_SHIFTED, arguments).fetchone()) == later, wall_time
+        assert _utc(app_conn.execute(SQL_EARLIER_OR_SHIFTED, arguments).fetchone()) == earlier, wall_time
+        assert app_conn.execute(SQL_IS_NONEXISTENT, arguments).fetchone() == (nonexistent,), wall_time
+
+    assert seen_gap or seen_fold
