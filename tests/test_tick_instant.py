@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import psycopg
+import pytest
 
 from tests.tick_helpers import (
     PAUSED_APPLICATION_NAME,
@@ -78,3 +79,14 @@ def test_procedure_takes_as_of_once(app_conn: psycopg.Connection, connect: Calla
     assert batch_instants[0] < late_start < batch_instants[1]
     assert status_of(app_conn, late) == "scheduled"
     assert app_conn.execute("SELECT count(*) FROM sessions WHERE status = 'open'").fetchone() == (12,)
+
+
+def test_procedure_inside_transaction_block_fails(app_conn: psycopg.Connection) -> None:
+    now = app_conn.execute("SELECT now()").fetchone()[0]
+    session = insert_session(app_conn, now - HOUR, now + HOUR)
+
+    with pytest.raises(psycopg.errors.InvalidTransactionTermination):
+        with app_conn.transaction():
+            app_conn.execute("CALL advance_session_statuses_in_batches(NULL, 5)")
+
+    assert status_of(app_conn, session) == "scheduled"
