@@ -413,3 +413,30 @@ def test_rechecked_row_stays_locked_until_commit(
     paused_tick.commit()
     assert locked_row_count(holder, [changed, control]) == 0
     assert status_of(app_conn, changed) == "full"
+
+
+def test_pause_point_follows_snapshot(app_conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]) -> None:
+    # Control for the recheck tests: an UPDATE that filters on status only
+    # in a subquery, without FOR UPDATE, overwrites the app's committed
+    # 'full' when paused at the same point. So the pause point does fall
+    # between the statement's snapshot and its row locks, and the real tick
+    # keeps 'full' only because it rechecks the locked row.
+    app_conn.execute(
+        "CREATE FUNCTION open_without_recheck(as_of timestamptz) RETURNS void LANGUAGE sql AS $$ "
+        "UPDATE sessions SET status = 'open' "
+        "WHERE id IN (SELECT id FROM sessions WHERE status = 'scheduled' AND starts_at <= as_of) $$"
+    )
+    holder = connect()
+    gate = PausePoint(app_conn, holder, "BEFORE", pauses=1)
+    session = insert_session(app_conn, T0 - HOUR, T0 + HOUR)
+    paused = connect(application_name=PAUSED_APPLICATION_NAME)
+    app = connect()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(paused.execute, "SELECT open_without_recheck(%s)", (T0,))
+        gate.wait_paused(backend_pid(paused), 1)
+        app.execute("UPDATE sessions SET status = 'full' WHERE id = %s", (session,))
+        gate.release_all()
+        result.result(timeout=30)
+
+    assert status_of(app_conn, session) == "open"
