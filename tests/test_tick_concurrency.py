@@ -351,9 +351,7 @@ def test_random_app_locks_never_deadlock(
             assert new == "cancelled"
 
 
-def test_ended_session_released_between_passes_not_opened(
-    app_conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
-) -> None:
+def test_ended_session_never_opened(app_conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]) -> None:
     # The app holds an ended, still scheduled session during the completing
     # pass and lets it go before the opening pass. The opening pass must not
     # open a session whose end has passed; the next call completes it.
@@ -440,3 +438,35 @@ def test_pause_point_follows_snapshot(app_conn: psycopg.Connection, connect: Cal
         result.result(timeout=30)
 
     assert status_of(app_conn, session) == "open"
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+def test_stricter_isolation_raises_serialization_failure(
+    app_conn: psycopg.Connection, connect: Callable[..., psycopg.Connection], isolation: str
+) -> None:
+    # Under REPEATABLE READ or SERIALIZABLE (for example with
+    # default_transaction_isolation set on the database or role)
+    # PostgreSQL does not recheck a row changed after the snapshot: the call
+    # fails with serialization_failure, changes nothing, and a retry succeeds.
+    holder = connect()
+    gate = PausePoint(app_conn, holder, "BEFORE", pauses=2)
+    changed = insert_session(app_conn, T0 - HOUR, T0 + HOUR)
+    other = insert_session(app_conn, T0 - HOUR, T0 + HOUR)
+    paused_tick = connect(application_name=PAUSED_APPLICATION_NAME)
+    paused_tick.execute(f"SET default_transaction_isolation = '{isolation}'")
+    app = connect()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(tick, paused_tick, T0)
+        gate.wait_paused(backend_pid(paused_tick), 1)
+        gate.release(1)
+        gate.wait_paused(backend_pid(paused_tick), 2)
+        app.execute("UPDATE sessions SET status = 'full' WHERE id = %s", (changed,))
+        gate.release_all()
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            result.result(timeout=30)
+
+    assert status_of(app_conn, changed) == "full"
+    assert status_of(app_conn, other) == "scheduled"
+    assert tick(paused_tick, T0) == (1, 0)
+    assert status_of(app_conn, other) == "open"
