@@ -49,10 +49,10 @@ def test_explicit_as_of_used_as_given(app_conn: psycopg.Connection) -> None:
 
 
 def test_procedure_takes_as_of_once(app_conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]) -> None:
-    # Twelve sessions due now and a batch size of 5: three transactions. The
-    # test inserts a session that starts after the first transaction began
-    # and before the later ones began; it stays scheduled because every
-    # batch judges at the instant taken when the CALL started.
+    # Twelve sessions due now and a batch size of 5 make three transactions.
+    # The test inserts a session that starts after the first transaction
+    # began and before the later ones began. It stays scheduled, because
+    # every batch judges at the instant taken when the CALL started.
     now = app_conn.execute("SELECT now()").fetchone()[0]
     for minutes in range(12):
         insert_session(app_conn, now - HOUR - timedelta(minutes=minutes), now + HOUR)

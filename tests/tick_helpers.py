@@ -17,7 +17,7 @@ import psycopg
 # Connections with this application_name stop at the pause point; every
 # other writer (the app connections of a test) passes through it.
 PAUSED_APPLICATION_NAME = "paused-tick"
-# First key of the two-key advisory locks that the pause point waits on; the
+# First key of the two-key advisory locks that the pause point waits on. The
 # second key is the pause number, 1 for the first statement that reaches it.
 PAUSE_LOCK_CLASS = 7301
 

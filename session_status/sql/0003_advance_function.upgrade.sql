@@ -9,10 +9,10 @@
 --   * scheduled, open, full -> completed  once ends_at <= as_of
 --     (a scheduled session whose end has passed skips open: catch-up);
 --   * scheduled -> open                   once starts_at <= as_of < ends_at.
---     The opening pass checks ends_at too: a row that the completing pass
---     skipped because the app held it locked, and that the app released
---     before the opening pass, stays scheduled and is completed by the next
---     call instead of being opened after its end.
+--     The opening pass checks ends_at too. The completing pass skips a row
+--     that the app holds locked; if the app releases it before the opening
+--     pass, it stays scheduled and the next call completes it, instead of
+--     being opened after its end.
 -- completed and cancelled rows are never read or written.
 --
 -- Returns how many sessions it opened and completed. A second call with the
