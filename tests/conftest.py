@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -101,3 +101,29 @@ def app_conn(sandbox: Sandbox, migrated_database: str) -> Iterator[psycopg.Conne
     with sandbox.connect(migrated_database) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         yield conn
+
+
+# Every extra connection runs with these, so a call that waits for a row lock
+# fails with LockNotAvailable instead of hanging the test, and a waiting
+# backend checks for a deadlock after 50 ms instead of 1 s.
+CONNECTION_SETTINGS = "SET lock_timeout = '2s'; SET statement_timeout = '20s'; SET deadlock_timeout = '50ms'"
+
+
+@pytest.fixture
+def connect(sandbox: Sandbox, migrated_database: str) -> Iterator[Callable[..., psycopg.Connection]]:
+    """Open more connections to the migrated test database, each with CONNECTION_SETTINGS; closed after the test."""
+    opened: list[psycopg.Connection] = []
+
+    def _connect(*, autocommit: bool = True, application_name: str = "app") -> psycopg.Connection:
+        conn = psycopg.connect(
+            sandbox.conninfo(migrated_database), autocommit=autocommit, application_name=application_name
+        )
+        opened.append(conn)
+        conn.execute(CONNECTION_SETTINGS)
+        if not autocommit:
+            conn.commit()
+        return conn
+
+    yield _connect
+    for conn in opened:
+        conn.close()

@@ -8,7 +8,11 @@
 -- instant as_of (default: now(), the start of the calling transaction):
 --   * scheduled, open, full -> completed  once ends_at <= as_of
 --     (a scheduled session whose end has passed skips open: catch-up);
---   * scheduled -> open                   once starts_at <= as_of.
+--   * scheduled -> open                   once starts_at <= as_of < ends_at.
+--     The opening pass checks ends_at too. The completing pass skips a row
+--     that the app holds locked; if the app releases it before the opening
+--     pass, it stays scheduled and the next call completes it, instead of
+--     being opened after its end.
 -- completed and cancelled rows are never read or written.
 --
 -- Returns how many sessions it opened and completed. A second call with the
@@ -68,6 +72,7 @@ BEGIN
             FROM {{schema}}.sessions AS s
             WHERE s.status = 'scheduled'
               AND s.starts_at <= as_of
+              AND s.ends_at > as_of
             ORDER BY s.starts_at
             LIMIT v_remaining
             FOR UPDATE SKIP LOCKED
@@ -89,8 +94,11 @@ REVOKE ALL ON FUNCTION {{schema}}.advance_session_statuses(timestamptz, integer)
 --
 -- Calls advance_session_statuses(as_of, batch_size) and commits after each
 -- batch until a batch comes back short, so a backlog (after downtime, say)
--- is cleared by one call while no transaction locks more than batch_size
--- rows. Every batch judges at the same as_of, taken once when the call
+-- is cleared by one call while no transaction changes more than batch_size
+-- rows. A batch locks only the rows it changes, plus any row that another
+-- transaction changed after the batch's snapshot and that no longer
+-- qualifies when rechecked: PostgreSQL keeps that lock until the batch
+-- commits. Every batch judges at the same as_of, taken once when the call
 -- starts. This is what the pg_cron job runs.
 --
 -- It must be CALLed outside an explicit transaction block (pg_cron does so);
