@@ -101,3 +101,36 @@ def app_conn(sandbox: Sandbox, migrated_database: str) -> Iterator[psycopg.Conne
     with sandbox.connect(migrated_database) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         yield conn
+
+
+HEAD_TEMPLATE_DATABASE = "session_status_head_template"
+# A schedule that does not fire while the suite runs: the template must have
+# no job connecting to it, or CREATE DATABASE ... TEMPLATE fails.
+IDLE_SCHEDULE = "0 0 1 1 *"
+
+
+@pytest.fixture(scope="session")
+def head_template(sandbox: Sandbox) -> str:
+    """A template database migrated to head, whose pg_cron jobs are removed again."""
+    with sandbox.connect() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {HEAD_TEMPLATE_DATABASE}")
+        conn.execute(f"CREATE DATABASE {HEAD_TEMPLATE_DATABASE}")
+    helpers.upgrade(sandbox.url(HEAD_TEMPLATE_DATABASE), "head", schedule=IDLE_SCHEDULE)
+    _remove_jobs(sandbox, HEAD_TEMPLATE_DATABASE)
+    return HEAD_TEMPLATE_DATABASE
+
+
+@pytest.fixture
+def head_database(sandbox: Sandbox, head_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A copy of the head template for this test: every table, function and view, no job."""
+    dbname = _database_name(request)
+    with _janitor(sandbox, dbname, template=head_template):
+        yield dbname
+
+
+@pytest.fixture
+def head_conn(sandbox: Sandbox, head_database: str) -> Iterator[psycopg.Connection]:
+    """An autocommit superuser connection to the head-migrated test database, in UTC."""
+    with sandbox.connect(head_database) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        yield conn
