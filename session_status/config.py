@@ -149,9 +149,7 @@ def validate_schema_name(name: str) -> None:
         raise ConfigurationError(f"invalid schema {name!r}: names starting with 'pg_' are reserved by PostgreSQL")
 
 
-_RETENTION_PATTERN = re.compile(
-    r"(?:\s*(\d+)\s*(minutes?|hours?|days?|weeks?|months?|years?))+\s*", re.IGNORECASE
-)
+_RETENTION_PATTERN = re.compile(r"(?:\s*(\d+)\s*(minutes?|hours?|days?|weeks?|months?|years?))+\s*", re.IGNORECASE)
 _RETENTION_TERM = re.compile(r"(\d+)\s*([a-z]+)", re.IGNORECASE)
 
 

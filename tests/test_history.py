@@ -192,7 +192,9 @@ def test_function_keeps_its_properties(head_conn: psycopg.Connection) -> None:
     assert security_definer is False
     assert config == ["search_path=pg_catalog, pg_temp"]
     assert public_grants == 0
-    assert arguments == "as_of timestamp with time zone, max_transitions integer, OUT opened bigint, OUT completed bigint"
+    assert arguments == (
+        "as_of timestamp with time zone, max_transitions integer, OUT opened bigint, OUT completed bigint"
+    )
     assert result == "record"
 
 
@@ -277,8 +279,7 @@ def test_downgrade_restores_0003_function(sandbox: Sandbox, database: str) -> No
     with sandbox.connect(database) as conn:
         assert conn.execute("SELECT pg_get_functiondef('advance_session_statuses'::regproc)").fetchone() == definition
         assert (
-            conn.execute("SELECT obj_description('advance_session_statuses'::regproc, 'pg_proc')").fetchone()
-            == comment
+            conn.execute("SELECT obj_description('advance_session_statuses'::regproc, 'pg_proc')").fetchone() == comment
         )
         assert helpers.catalog_snapshot(conn) == snapshot
 

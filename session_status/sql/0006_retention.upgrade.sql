@@ -7,7 +7,7 @@
 -- Deletes the history rows applied more than older_than ago (by applied_at,
 -- the transaction time of the tick) and returns how many it deleted.
 -- A consumer that was disconnected for longer than older_than misses the
--- deleted rows; Listener logs a warning when it detects such a gap.
+-- rows deleted meanwhile.
 CREATE FUNCTION {{schema}}.purge_session_status_transitions(older_than interval)
     RETURNS bigint
     LANGUAGE plpgsql
