@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from session_status.errors import ConfigurationError
 
@@ -34,9 +34,3 @@ def database_url_from(value: str | None) -> str:
 def with_database(conninfo: str, dbname: str) -> str:
     """Return ``conninfo`` pointed at database ``dbname`` on the same server, as the same user."""
     return make_conninfo(conninfo, dbname=dbname)
-
-
-def database_name(conninfo: str) -> str | None:
-    """Return the database that ``conninfo`` names, or None when libpq would pick the default."""
-    value = conninfo_to_dict(conninfo).get("dbname")
-    return str(value) if value else None
