@@ -8,6 +8,7 @@ change the database or the jobs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -62,8 +63,7 @@ def run_checks(
         with inspect.open_databases(conninfo, cron_conninfo) as (app, server, cron, cron_error):
             checks = [_check_preload(server, cron), _check_cron_database(server, cron, cron_error)]
             if cron is not None and inspect.installed_pg_cron_version(cron) is not None:
-                checks += _check_jobs(server, cron, schema, expected_schedule)
-                checks.append(_check_launcher(app, server))
+                checks += _guarded("job", lambda: _check_jobs(server, cron, schema, expected_schedule), server)
             elif server.pg_cron_preloaded and cron is not None:
                 checks.append(
                     Check(
@@ -73,13 +73,32 @@ def run_checks(
                         UPGRADE_FIX + f"; it creates the extension in {server.cron_database!r}",
                     )
                 )
-            checks.append(_check_lag(app, schema, max_lag))
-            checks.append(_check_revisions(app, version_table))
+            if server.pg_cron_preloaded:
+                checks.append(_check_launcher(app, server))
+            checks += _guarded("lag", lambda: [_check_lag(app, schema, max_lag)], server)
+            checks += _guarded("revisions", lambda: [_check_revisions(app, version_table)], server)
             return checks
     except psycopg.OperationalError as error:
         message = " ".join(str(error).split())
         return [
             Check("connection", Level.FAIL, f"cannot connect or lost the connection: {message}", "check --database-url")
+        ]
+
+
+def _guarded(name: str, run: Callable[[], list[Check]], server: Server) -> list[Check]:
+    """Run ``run``, turning a missing privilege into a FAIL of check ``name``."""
+    try:
+        return run()
+    except psycopg.errors.InsufficientPrivilege as error:
+        message = " ".join(str(error).split())
+        return [
+            Check(
+                name,
+                Level.FAIL,
+                f"role {server.user!r} may not read what this check needs: {message}",
+                "run doctor as the role that ran the migrations, or grant that role's read access "
+                "(USAGE on schema cron in pg_cron's database, SELECT on the sessions table)",
+            )
         ]
 
 

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from session_status.pgcron import job_name
 from session_status.sandbox import SUPERUSER, Sandbox
 from tests import helpers
 
@@ -56,9 +57,13 @@ def _janitor(sandbox: Sandbox, dbname: str, template: str | None = None) -> Data
 
 
 def _remove_jobs(sandbox: Sandbox, dbname: str) -> None:
+    # The run-details retention job runs in pg_cron's database, not in dbname.
     with sandbox.connect("postgres") as conn:
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
-            conn.execute("DELETE FROM cron.job WHERE database = %s", (dbname,))
+            conn.execute(
+                "DELETE FROM cron.job WHERE database = %s OR jobname = %s",
+                (dbname, job_name(dbname, "cron-retention")),
+            )
 
 
 @pytest.fixture
