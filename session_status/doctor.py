@@ -108,11 +108,18 @@ def exit_code(checks: list[Check]) -> int:
 
 
 def _check_preload(server: Server, cron: psycopg.Connection | None) -> Check:
+    if server.preload_libraries is None:
+        return Check(
+            "pg_cron",
+            Level.WARN,
+            f"cannot tell: role {server.user!r} may not read shared_preload_libraries",
+            f"GRANT pg_read_all_settings TO {server.user}; or run doctor as a superuser",
+        )
     if not server.pg_cron_preloaded:
         return Check(
             "pg_cron",
             Level.FAIL,
-            f"pg_cron is not in shared_preload_libraries ({', '.join(server.preload_libraries) or 'empty'})",
+            f"pg_cron is not in shared_preload_libraries ({', '.join(server.preload_libraries or []) or 'empty'})",
             "add pg_cron to shared_preload_libraries (postgresql.conf or the managed server's parameter group), "
             "set cron.database_name, and restart PostgreSQL",
         )
@@ -142,6 +149,13 @@ def _check_cron_database(server: Server, cron: psycopg.Connection | None, cron_e
             Level.FAIL,
             f"{server.cron_database!r}, but connecting to it failed: {cron_error}",
             "pass --cron-database-url URL that reaches pg_cron's database",
+        )
+    if not server.cron_database_known:
+        return Check(
+            "cron.database_name",
+            Level.WARN,
+            f"cannot read it as role {server.user!r}; assuming pg_cron's default {server.cron_database!r}",
+            f"GRANT pg_read_all_settings TO {server.user}; or pass --cron-database-url",
         )
     mode = (
         "the app database itself (same-database mode)"

@@ -37,13 +37,17 @@ class Server:
     server_version: str
     superuser: bool
     reads_all_stats: bool
-    preload_libraries: list[str]
+    # None when the role may not read shared_preload_libraries (it needs
+    # pg_read_all_settings); pg_cron is then assumed to be loaded.
+    preload_libraries: list[str] | None
     cron_database: str
+    # False when cron.database_name was hidden and cron_database is pg_cron's default.
+    cron_database_known: bool
     available_version: str | None
 
     @property
     def pg_cron_preloaded(self) -> bool:
-        return "pg_cron" in self.preload_libraries
+        return self.preload_libraries is None or "pg_cron" in self.preload_libraries
 
     @property
     def same_database(self) -> bool:
@@ -59,16 +63,20 @@ class Server:
 
 
 def read_server(conn: psycopg.Connection) -> Server:
+    # pg_settings leaves out the settings a role may not read instead of
+    # raising, as current_setting() does.
     row = conn.execute(
         "SELECT current_database(), current_user, current_setting('server_version'), "
         "       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
         "       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), "
-        "       current_setting('shared_preload_libraries'), "
-        "       current_setting('cron.database_name', true), "
+        "       (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'), "
+        "       (SELECT setting FROM pg_settings WHERE name = 'cron.database_name'), "
         "       (SELECT default_version FROM pg_available_extensions WHERE name = 'pg_cron')"
     ).fetchone()
     assert row is not None
-    libraries = [name.strip().strip('"') for name in (row[5] or "").split(",") if name.strip()]
+    libraries = None
+    if row[5] is not None:
+        libraries = [name.strip().strip('"') for name in row[5].split(",") if name.strip()]
     return Server(
         database=row[0],
         user=row[1],
@@ -77,6 +85,7 @@ def read_server(conn: psycopg.Connection) -> Server:
         reads_all_stats=bool(row[3]) or bool(row[4]),
         preload_libraries=libraries,
         cron_database=row[6] or DEFAULT_CRON_DATABASE,
+        cron_database_known=row[6] is not None,
         available_version=row[7],
     )
 
