@@ -30,7 +30,7 @@ RUN_DETAILS_RETENTION_PURPOSE = "cron-retention"
 
 @dataclass(frozen=True)
 class Server:
-    """Facts about the server and the role, as the app connection sees them."""
+    """Facts about the server and the connected role, read through the app connection."""
 
     database: str
     user: str

@@ -59,7 +59,7 @@ class Listener:
     """Iterate over transitions with ``id > after_id``, waiting for new ones as they commit.
 
     ``after_id=None`` starts after the newest transition at the first
-    connection, so only later ones are delivered; ``after_id=0`` starts with
+    connection, so only later ones are delivered. ``after_id=0`` starts with
     the oldest row the retention job has kept. :attr:`last_id` is the id of
     the last transition delivered: store it to resume after a restart.
 

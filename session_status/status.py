@@ -14,7 +14,7 @@ from session_status.listener import HISTORY_TABLE
 
 @dataclass
 class Status:
-    """What ``session-status status`` reports, as plain data."""
+    """The data that ``session-status status`` prints."""
 
     database: str
     cron_database: str

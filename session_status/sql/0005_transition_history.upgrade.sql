@@ -72,8 +72,9 @@ $do$;
 -- and two concurrent calls never apply the same transition twice.
 -- NOTE: the EXCLUSIVE lock on session_status_transitions (see the table)
 -- makes a second concurrent tick wait until the first one's transaction
--- ends. The tick still never waits for a row lock of sessions, and the app
--- never takes that table lock, so no deadlock cycle involves the tick.
+-- ends. The tick still never waits for a row lock of sessions, so a
+-- deadlock cycle can include it only if the app itself locks
+-- session_status_transitions.
 --
 -- Notification: when a call changes at least one row, it sends one
 -- pg_notify on channel 'session_status' with the JSON payload
@@ -192,8 +193,8 @@ COMMENT ON FUNCTION {{schema}}.advance_session_statuses(timestamptz, integer) IS
     'session_status_transitions and notifies channel session_status; returns (opened, completed)';
 REVOKE ALL ON FUNCTION {{schema}}.advance_session_statuses(timestamptz, integer) FROM PUBLIC;
 
--- Each session's status as the clock says it is at now() (the start of the
--- reading transaction), whether or not the tick has run since. Stored
+-- Each session's status at now() (the start of the reading transaction),
+-- derived from starts_at and ends_at whether or not the tick has run since. Stored
 -- statuses cancelled, completed and full are kept, except that scheduled,
 -- open and full become completed once ends_at has passed, and scheduled
 -- becomes open once starts_at has passed; exactly the rules of the tick.
