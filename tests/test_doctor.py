@@ -215,3 +215,15 @@ def test_doctor_healthy_after_real_run(sandbox: Sandbox, cron_conn: psycopg.Conn
     assert [(t.from_status, t.to_status) for t in delivered] == [("scheduled", "open")]
     assert levels(checks) == {check.name: "OK" for check in checks}
     assert exit_code(checks) == 0
+
+
+def test_doctor_fails_when_cron_database_unreachable(sandbox: Sandbox, head_database: str) -> None:
+    missing = sandbox.conninfo("no_such_database")
+
+    checks = by_name(run_checks(sandbox.conninfo(head_database), cron_conninfo=missing))
+
+    assert checks["cron.database_name"].level is Level.FAIL
+    assert "no_such_database" in checks["cron.database_name"].detail
+    assert "--cron-database-url" in checks["cron.database_name"].fix
+    assert "job" not in checks
+    assert checks["lag"].level is Level.OK

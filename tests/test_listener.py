@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -12,6 +13,7 @@ import pytest
 
 from session_status.listener import Listener, Transition
 from session_status.sandbox import Sandbox
+from tests import helpers
 from tests.test_tick import insert_session, tick
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -130,3 +132,34 @@ def test_listener_rejects_invalid_schema() -> None:
 def test_listener_missing_table_raises(sandbox: Sandbox, migrated_database: str) -> None:
     with Listener(sandbox.conninfo(migrated_database)) as listener, pytest.raises(psycopg.errors.UndefinedTable):
         list(listener.transitions(catch_up_only=True))
+
+
+def test_listener_survives_server_restart(caplog: pytest.LogCaptureFixture) -> None:
+    with Sandbox(cron_database="postgres") as server:
+        server.create_database("app")
+        helpers.upgrade(server.url("app"), "head", schedule="0 0 1 1 *")
+        with server.connect("app") as writer:
+            insert_session(writer, T0 - HOUR, T0 + HOUR)
+            insert_session(writer, T0 + HOUR, T0 + 2 * HOUR)
+            tick(writer, T0)
+        listener = Listener(server.conninfo("app"), after_id=0, reconnect_delay=0.05, max_reconnect_delay=0.5)
+        with listener:
+            stream = listener.transitions(idle_timeout=DELIVERY_TIMEOUT)
+            first = next(stream)
+
+            rest: list[int] = []
+            server.stop_server()
+            # The listener retries while the server is down, then catches up.
+            with caplog.at_level(logging.WARNING, logger="session_status.listener"):
+                consumer = threading.Thread(target=lambda: rest.extend(next(stream).id for _ in range(2)))
+                consumer.start()
+                time.sleep(0.5)
+                server.restart()
+                with server.connect("app") as writer:
+                    tick(writer, T0 + 90 * MINUTE)
+                    ids = history_ids(writer)
+                consumer.join(DELIVERY_TIMEOUT + 5)
+            stream.close()
+
+    assert [first.id, *rest] == ids
+    assert listener.reconnects >= 1
