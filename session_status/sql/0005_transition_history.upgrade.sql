@@ -194,12 +194,12 @@ COMMENT ON FUNCTION {{schema}}.advance_session_statuses(timestamptz, integer) IS
 REVOKE ALL ON FUNCTION {{schema}}.advance_session_statuses(timestamptz, integer) FROM PUBLIC;
 
 -- Each session's status at now() (the start of the reading transaction),
--- derived from starts_at and ends_at whether or not the tick has run since. Stored
--- statuses cancelled, completed and full are kept, except that scheduled,
--- open and full become completed once ends_at has passed, and scheduled
--- becomes open once starts_at has passed; exactly the rules of the tick.
--- Read it where a stale status between two ticks (up to one schedule
--- interval) matters; read sessions.status for what the tick last stored,
+-- derived from starts_at and ends_at whether or not the tick has run since.
+-- The rules are the tick's: scheduled, open and full become completed once
+-- ends_at has passed, and scheduled becomes open once starts_at has passed.
+-- Every other stored status (full before its end, completed, cancelled) is
+-- kept. Read the view where a status that lags by up to one schedule
+-- interval is wrong. Read sessions.status for what the tick last stored,
 -- which is what the history and the notifications describe.
 CREATE VIEW {{schema}}.sessions_effective_status AS
 SELECT
