@@ -26,6 +26,8 @@ DEFAULT_SCHEMA = "public"
 DEFAULT_SCHEDULE = "* * * * *"
 DEFAULT_BATCH_SIZE = 10_000
 MAX_BATCH_SIZE = 1_000_000
+# How long transition history rows and pg_cron run records of this package are kept.
+DEFAULT_RETENTION = "14 days"
 
 # PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 = 63 bytes.
 MAX_IDENTIFIER_BYTES = 63
@@ -35,7 +37,7 @@ MAX_IDENTIFIER_BYTES = 63
 # runs against the schema, so they are rejected instead.
 _SCHEMA_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-_KNOWN_KEYS = ("schema", "schedule", "batch_size", "cron_database_url", "row_level_security")
+_KNOWN_KEYS = ("schema", "schedule", "batch_size", "cron_database_url", "row_level_security", "retention")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -52,10 +54,14 @@ class Settings:
     cron_database_url: str | None = None
     # Enable row-level security on the sessions table when it is created.
     row_level_security: bool = True
+    # Age after which the retention jobs delete transition history rows and
+    # this package's rows of cron.job_run_details: a PostgreSQL interval.
+    retention: str = DEFAULT_RETENTION
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
         validate_schedule(self.schedule)
+        validate_retention(self.retention)
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ConfigurationError(
                 f"invalid batch_size {self.batch_size}: it must be between 1 and {MAX_BATCH_SIZE}; "
@@ -89,6 +95,8 @@ class Settings:
                     f"invalid row_level_security {values['row_level_security']!r}: expected true or false"
                 )
             kwargs["row_level_security"] = raw in _TRUE
+        if values.get("retention"):
+            kwargs["retention"] = values["retention"].strip()
         if values.get("cron_database_url"):
             kwargs["cron_database_url"] = values["cron_database_url"]
         return cls(**kwargs)  # type: ignore[arg-type]
@@ -139,6 +147,28 @@ def validate_schema_name(name: str) -> None:
         )
     if name.lower().startswith("pg_"):
         raise ConfigurationError(f"invalid schema {name!r}: names starting with 'pg_' are reserved by PostgreSQL")
+
+
+_RETENTION_PATTERN = re.compile(r"(?:\s*(\d+)\s*(minutes?|hours?|days?|weeks?|months?|years?))+\s*", re.IGNORECASE)
+_RETENTION_TERM = re.compile(r"(\d+)\s*([a-z]+)", re.IGNORECASE)
+
+
+def validate_retention(retention: str) -> None:
+    """Check a retention age such as ``'14 days'`` or ``'1 month 12 hours'``.
+
+    Only whole numbers of minutes, hours, days, weeks, months and years are
+    accepted: each is a valid PostgreSQL interval, and the value is pasted
+    into the retention jobs' commands as a quoted literal.
+    """
+    if not isinstance(retention, str) or not _RETENTION_PATTERN.fullmatch(retention):
+        raise ConfigurationError(
+            f"invalid retention {retention!r}: expected an interval such as '14 days' or '1 month', "
+            f"in whole minutes, hours, days, weeks, months or years; the default is {DEFAULT_RETENTION!r}"
+        )
+    if all(int(number) == 0 for number, _unit in _RETENTION_TERM.findall(retention)):
+        raise ConfigurationError(
+            f"invalid retention {retention!r}: it must be longer than zero; the default is {DEFAULT_RETENTION!r}"
+        )
 
 
 # -- cron schedules -------------------------------------------------------------

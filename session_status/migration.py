@@ -35,6 +35,7 @@ def render_sql(filename: str, settings: Settings) -> str:
         "schema": settings.quoted_schema(),
         "schema_name": quote_literal(settings.schema),
         "row_level_security": "true" if settings.row_level_security else "false",
+        "retention": quote_literal(settings.retention),
     }
 
     def replace(match: re.Match[str]) -> str:

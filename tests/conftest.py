@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from session_status.pgcron import job_name
 from session_status.sandbox import SUPERUSER, Sandbox
 from tests import helpers
 
@@ -56,9 +57,13 @@ def _janitor(sandbox: Sandbox, dbname: str, template: str | None = None) -> Data
 
 
 def _remove_jobs(sandbox: Sandbox, dbname: str) -> None:
+    # The run-details retention job runs in pg_cron's database, not in dbname.
     with sandbox.connect("postgres") as conn:
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
-            conn.execute("DELETE FROM cron.job WHERE database = %s", (dbname,))
+            conn.execute(
+                "DELETE FROM cron.job WHERE database = %s OR jobname = %s",
+                (dbname, job_name(dbname, "cron-retention")),
+            )
 
 
 @pytest.fixture
@@ -127,3 +132,36 @@ def connect(sandbox: Sandbox, migrated_database: str) -> Iterator[Callable[..., 
     yield _connect
     for conn in opened:
         conn.close()
+
+
+HEAD_TEMPLATE_DATABASE = "session_status_head_template"
+# A schedule that does not fire while the suite runs: the template must have
+# no job connecting to it, or CREATE DATABASE ... TEMPLATE fails.
+IDLE_SCHEDULE = "0 0 1 1 *"
+
+
+@pytest.fixture(scope="session")
+def head_template(sandbox: Sandbox) -> str:
+    """A template database migrated to head, whose pg_cron jobs are removed again."""
+    with sandbox.connect() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {HEAD_TEMPLATE_DATABASE}")
+        conn.execute(f"CREATE DATABASE {HEAD_TEMPLATE_DATABASE}")
+    helpers.upgrade(sandbox.url(HEAD_TEMPLATE_DATABASE), "head", schedule=IDLE_SCHEDULE)
+    _remove_jobs(sandbox, HEAD_TEMPLATE_DATABASE)
+    return HEAD_TEMPLATE_DATABASE
+
+
+@pytest.fixture
+def head_database(sandbox: Sandbox, head_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A copy of the head template for this test: every table, function and view, no job."""
+    dbname = _database_name(request)
+    with _janitor(sandbox, dbname, template=head_template):
+        yield dbname
+
+
+@pytest.fixture
+def head_conn(sandbox: Sandbox, head_database: str) -> Iterator[psycopg.Connection]:
+    """An autocommit superuser connection to the head-migrated test database, in UTC."""
+    with sandbox.connect(head_database) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        yield conn
