@@ -367,16 +367,20 @@ def job_name_sql(database: str, purpose: str = "") -> str:
     )
 
 
-def schedule_job_script(*, schedule: str, command: str, purpose: str = "") -> str:
+def schedule_job_script(*, schedule: str, command: str, purpose: str = "", command_is_sql: bool = False) -> str:
     """Return SQL that schedules the job :func:`job_name` (current database, ``purpose``) when run.
 
-    The script works only in pg_cron's own database and raises an error in
-    any other. Its leading SQL comment states this limit.
+    ``command`` is the job's command text, or with ``command_is_sql`` an SQL
+    text expression that computes it when the script runs; the expression
+    may use the variables ``v_database`` and ``v_name``. The script works
+    only in pg_cron's own database and raises an error in any other. Its
+    leading SQL comment states this limit.
     """
+    command_sql = command if command_is_sql else quote_literal(command)
     return _offline_script(
         f"-- Schedules the pg_cron job {JOB_NAME_PREFIX}<current database>{':' + purpose if purpose else ''}.",
         purpose,
-        f"PERFORM cron.schedule(v_name, {quote_literal(schedule)}, {quote_literal(command)});\n"
+        f"PERFORM cron.schedule(v_name, {quote_literal(schedule)}, {command_sql});\n"
         "    RAISE NOTICE 'session-status: scheduled pg_cron job %', v_name;",
     )
 

@@ -1,4 +1,4 @@
-"""SQLAlchemy definitions that match the DDL of the sessions schema revision.
+"""SQLAlchemy definitions that match the DDL of the tables at the head revision.
 
 Host apps use them to query the table, and :func:`include_object` keeps
 Alembic's autogenerate from proposing changes to objects this package owns.
@@ -16,7 +16,7 @@ STATUSES = ("scheduled", "open", "full", "completed", "cancelled")
 
 
 def build_metadata(schema: str | None = DEFAULT_SCHEMA) -> sa.MetaData:
-    """Return a ``MetaData`` with the ``sessions`` table in ``schema``."""
+    """Return a ``MetaData`` with the ``sessions`` and ``session_status_transitions`` tables in ``schema``."""
     metadata = sa.MetaData(schema=None if schema == DEFAULT_SCHEMA else schema)
     status_list = ", ".join(f"'{status}'" for status in STATUSES)
     table = sa.Table(
@@ -61,13 +61,65 @@ def build_metadata(schema: str | None = DEFAULT_SCHEMA) -> sa.MetaData:
         postgresql_where=table.c.status.in_(["scheduled", "open", "full"]),
     )
     sa.Index("sessions_due_to_open_idx", table.c.starts_at, postgresql_where=table.c.status == "scheduled")
+    _add_transitions_table(metadata)
     return metadata
+
+
+def _add_transitions_table(metadata: sa.MetaData) -> None:
+    """Add the history table of revision session_status_0005."""
+    history = sa.Table(
+        "session_status_transitions",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True)),
+        sa.Column(
+            "session_id",
+            sa.BigInteger,
+            nullable=False,
+            comment="sessions.id; no foreign key, so the history outlives deleted sessions",
+        ),
+        sa.Column("from_status", sa.Text, nullable=False),
+        sa.Column("to_status", sa.Text, nullable=False),
+        sa.Column(
+            "due_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="instant the transition became due: starts_at for scheduled -> open, ends_at for -> completed",
+        ),
+        sa.Column(
+            "as_of",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="instant the tick judged at (its as_of argument); as_of - due_at is how late the clock was read",
+        ),
+        sa.Column(
+            "applied_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.func.now(),
+            comment=(
+                "start time of the transaction that applied the transition (now()); "
+                "the retention job deletes by this column"
+            ),
+        ),
+        sa.CheckConstraint(
+            "from_status IN ('scheduled', 'open', 'full')", name="session_status_transitions_from_status_check"
+        ),
+        sa.CheckConstraint("to_status IN ('open', 'completed')", name="session_status_transitions_to_status_check"),
+        sa.PrimaryKeyConstraint("id", name="session_status_transitions_pkey"),
+        comment=(
+            "session-status: transitions applied by advance_session_statuses(), in commit order of id; "
+            "read rows with id > the last id seen"
+        ),
+    )
+    sa.Index("session_status_transitions_applied_at_idx", history.c.applied_at)
+    sa.Index("session_status_transitions_session_id_idx", history.c.session_id)
 
 
 metadata = build_metadata()
 sessions = metadata.tables["sessions"]
+session_status_transitions = metadata.tables["session_status_transitions"]
 
-OWNED_TABLES = frozenset({"sessions"})
+OWNED_TABLES = frozenset({"sessions", "session_status_transitions"})
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:

@@ -12,9 +12,21 @@ from pathlib import Path
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 REPO = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = REPO / "alembic.ini"
+
+
+def our_revisions() -> list[str]:
+    """Return this package's revision ids from base to head."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql+psycopg:///unused"))
+    return [rev.revision for rev in reversed(list(script.walk_revisions("base", "heads")))]
+
+
+def our_head() -> str:
+    """Return the head revision of this package's lineage."""
+    return our_revisions()[-1]
 
 
 def alembic_config(url: str, x: Mapping[str, str] | None = None) -> Config:

@@ -122,8 +122,10 @@ def test_offline_upgrade_matches_online(online_server: Sandbox, offline_server: 
     assert offline_catalog - online_catalog == set()
     assert online_catalog - offline_catalog == set()
     assert offline_jobs == online_jobs
-    assert [job[0] for job in offline_jobs] == [pgcron.job_name(APP_DATABASE)]
-    assert offline_version == [("session_status_0004",)]
+    assert sorted(job[0] for job in offline_jobs) == sorted(
+        pgcron.job_name(APP_DATABASE, purpose) for purpose in ("", "retention", "cron-retention")
+    )
+    assert offline_version == [(helpers.our_head(),)]
 
     helpers.downgrade(online_server.url(APP_DATABASE), "base")
     removed = psql(offline_server, APP_DATABASE, generate("downgrade", "head:base"))

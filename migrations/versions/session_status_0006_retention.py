@@ -20,7 +20,6 @@ Create Date: 2026-12-04
 
 from session_status import migration, pgcron
 from session_status.config import quote_literal
-from session_status.errors import ConfigurationError
 
 revision = "session_status_0006"
 down_revision = "session_status_0005"
@@ -53,19 +52,18 @@ def _job_names(database: str, cron_database: str) -> list[tuple[str, str]]:
 def upgrade() -> None:
     settings = migration.current_settings()
     migration.execute_sql_file("0006_retention.upgrade.sql", settings)
+    retention = quote_literal(settings.retention)
+    history_command = HISTORY_COMMAND.format(schema=settings.quoted_schema(), retention=retention)
     checked = migration.preflight(settings)
     if checked is None:
-        raise ConfigurationError(
-            "offline mode (--sql) cannot schedule the retention jobs: the job names and the databases "
-            "that run them are read from the server. Run this revision online."
-        )
+        _schedule_offline(history_command, retention)
+        return
     info, cron = checked
-    retention = quote_literal(settings.retention)
     pgcron.schedule_job(
         cron,
         name=pgcron.job_name(info.current_database, HISTORY_PURPOSE),
         schedule=SCHEDULE,
-        command=HISTORY_COMMAND.format(schema=settings.quoted_schema(), retention=retention),
+        command=history_command,
         database=info.current_database,
         username=info.current_user,
         same_database=info.same_database,
@@ -85,13 +83,33 @@ def upgrade() -> None:
     )
 
 
-def downgrade() -> None:
-    if migration.is_offline():
-        raise ConfigurationError(
-            "offline mode (--sql) cannot unschedule the retention jobs: they are looked up on the server. "
-            "Run this revision online."
+def _schedule_offline(history_command: str, retention: str) -> None:
+    # Offline scripts run in pg_cron's own database only, so both jobs run in
+    # the current database, and the script computes the job names there.
+    migration.execute_sql(
+        pgcron.schedule_job_script(schedule=SCHEDULE, command=history_command, purpose=HISTORY_PURPOSE)
+    )
+    job_list = ", ".join(
+        f"pg_catalog.format('(%L, %L)', {pgcron.job_name_sql('v_database', purpose)}, v_database)"
+        for purpose in ("", HISTORY_PURPOSE, RUN_DETAILS_PURPOSE)
+    )
+    template = RUN_DETAILS_COMMAND.format(jobs="%s", retention=retention)
+    command_sql = f"pg_catalog.format({quote_literal(template)}, pg_catalog.concat_ws(', ', {job_list}))"
+    migration.execute_sql(
+        pgcron.schedule_job_script(
+            schedule=SCHEDULE, command=command_sql, purpose=RUN_DETAILS_PURPOSE, command_is_sql=True
         )
+    )
+
+
+def downgrade() -> None:
     settings = migration.current_settings()
+    if migration.is_offline():
+        # Offline, both jobs run in the current database (pg_cron's own).
+        migration.unschedule_job(settings, purpose=HISTORY_PURPOSE)
+        migration.unschedule_job(settings, purpose=RUN_DETAILS_PURPOSE)
+        migration.execute_sql_file("0006_retention.downgrade.sql")
+        return
     bind = migration.connection()
     info = pgcron.probe(bind)
     cron = pgcron.cron_connection(bind, settings, info)

@@ -15,7 +15,7 @@ import pytest
 from session_status.sandbox import Sandbox
 from tests import catalog, helpers
 
-REVISIONS = ["base", "session_status_0001", "session_status_0002", "session_status_0003", "session_status_0004"]
+REVISIONS = ["base", *helpers.our_revisions()]
 STEPS = list(itertools.pairwise(REVISIONS))
 
 

@@ -15,10 +15,11 @@ import pytest
 
 from session_status import pgcron
 from session_status.sandbox import Sandbox
+from session_status.schema import OWNED_TABLES
 from tests import helpers
 from tests.host.conftest import InstalledWheel
 
-OUR_HEAD = "session_status_0004"
+OUR_HEAD = helpers.our_head()
 
 
 def versions(sandbox: Sandbox, database: str) -> set[str]:
@@ -64,9 +65,10 @@ def test_upgrade_heads_applies_both_lineages(
     alembic("upgrade", "heads")
 
     assert versions(sandbox, database) == {"host_0002", OUR_HEAD}
-    assert tables(sandbox, database) == {"rooms", "bookings", "sessions"}
+    assert tables(sandbox, database) == {"rooms", "bookings", *OWNED_TABLES}
     # The host's alembic.ini sets schedule in its [session_status] section.
-    assert helpers.jobs_for(cron_conn, database) == [
+    tick_jobs = [job for job in helpers.jobs_for(cron_conn, database) if job[0] == pgcron.job_name(database)]
+    assert tick_jobs == [
         (
             pgcron.job_name(database),
             "*/5 * * * *",
@@ -79,7 +81,7 @@ def test_upgrade_our_branch_alone(alembic, sandbox: Sandbox, database: str) -> N
     alembic("upgrade", "session_status@head")
 
     assert versions(sandbox, database) == {OUR_HEAD}
-    assert tables(sandbox, database) == {"sessions"}
+    assert tables(sandbox, database) == OWNED_TABLES
 
 
 def test_depends_on_pulls_in_our_revision(alembic, sandbox: Sandbox, database: str) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +153,7 @@ def test_undeclared_foreign_key_stops_downgrade(
 
     assert "cannot drop table sessions because other objects depend on it" in output
     assert versions(sandbox, database) == {"host_0002", OUR_HEAD}
-    assert tables(sandbox, database) == {"rooms", "bookings", "sessions", "notes"}
+    assert tables(sandbox, database) == {"rooms", "bookings", "notes", *OWNED_TABLES}
     assert helpers.jobs_for(cron_conn, database) == jobs
 
 

@@ -16,6 +16,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import session_status
+from tests import helpers
 from tests.host.conftest import InstalledWheel
 
 RESOURCE = "session_status:migrations/versions"
@@ -41,7 +42,7 @@ def test_space_separator_with_resource(installed_wheel: InstalledWheel, host_app
     returncode, output = heads(installed_wheel, host_app)
 
     assert returncode == 0, output
-    assert "session_status_0004 (session_status) (head)" in output
+    assert f"{helpers.our_head()} (session_status) (head)" in output
     assert "host_0002 (host) (head)" in output
 
 
@@ -51,7 +52,7 @@ def test_semicolon_separator_with_resource(installed_wheel: InstalledWheel, host
     returncode, output = heads(installed_wheel, host_app)
 
     assert returncode == 0, output
-    assert "session_status_0004 (session_status) (head)" in output
+    assert f"{helpers.our_head()} (session_status) (head)" in output
 
 
 def test_newline_separator_with_resource(installed_wheel: InstalledWheel, host_app: Path) -> None:
@@ -60,7 +61,7 @@ def test_newline_separator_with_resource(installed_wheel: InstalledWheel, host_a
     returncode, output = heads(installed_wheel, host_app)
 
     assert returncode == 0, output
-    assert "session_status_0004 (session_status) (head)" in output
+    assert f"{helpers.our_head()} (session_status) (head)" in output
 
 
 def test_os_separator_breaks_resource(installed_wheel: InstalledWheel, host_app: Path) -> None:
@@ -103,7 +104,7 @@ def test_os_separator_with_version_location(installed_wheel: InstalledWheel, hos
     result = installed_wheel.run("-c", script, cwd=host_app)
 
     assert result.returncode == 0, result.stderr
-    assert "session_status_0004 (session_status) (head)" in result.stdout
+    assert f"{helpers.our_head()} (session_status) (head)" in result.stdout
     assert "host_0002 (host) (head)" in result.stdout
 
 
@@ -123,5 +124,5 @@ def test_resource_notation_needs_installed_wheel() -> None:
     config.set_main_option("version_locations", session_status.version_location())
     helper_revisions = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
 
-    assert "session_status_0004" in helper_revisions
+    assert helpers.our_head() in helper_revisions
     assert resource_revisions == set()
