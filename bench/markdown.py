@@ -1,0 +1,221 @@
+"""Markdown rendering of the results, written to docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from bench.report import (
+    METHOD_TITLES,
+    METHODS,
+    MISS_NOTES,
+    SCENARIOS,
+    Results,
+    format_ms,
+    format_ratio,
+    percentile,
+    verdict,
+)
+
+METHOD_TEXT = """\
+Each size gets its own database, migrated to head with the package's
+revisions; the pg_cron job is unscheduled so that only the benchmark ticks.
+One `INSERT ... SELECT FROM generate_series` loads the sessions, with starts
+spread at random over two years around the reference instant (584 days
+before, 146 after) and durations of 30 to 120 minutes. Past sessions are
+completed (93 %) or cancelled, running ones open or full, future ones
+scheduled (90 %), full or cancelled. The same rows are copied into
+`sessions_naive` (`session_date date`, `start_time time`, `duration int`
+minutes, indexed by primary key and `(session_date, start_time)`).
+
+All ticks judge at the same instant, the start of the minute of the load:
+
+- **ours**: `SELECT * FROM advance_session_statuses(as_of, NULL)`.
+- **naive**: in one transaction,
+  `UPDATE sessions_naive SET status = 'completed' WHERE status IN (...) AND
+  (session_date || ' ' || start_time)::timestamp + (duration || ' minutes')::interval <= as_of`
+  and `UPDATE ... SET status = 'open' WHERE status = 'scheduled' AND
+  (session_date || ' ' || start_time)::timestamp <= as_of`. The instant is a
+  parameter instead of `now()` so that both ticks see the same due rows; the
+  plan is the same full scan either way.
+- **floor**: one `UPDATE sessions ... FROM unnest(ids, statuses)` of exactly
+  the due rows, by primary key, from a list computed in advance. The status
+  guard trigger fires for it as for our tick. If the schema has a
+  `session_status_transitions` table that our tick fills and a plain UPDATE
+  does not, the floor inserts the same rows in the same statement.
+
+Each tick runs in autocommit mode on a warm connection and is timed from
+Python around the call, so a time includes the round trip, the statement
+and its commit (fsync on). With 0 due nothing is written. With due rows,
+half of them open and half complete; between repetitions an UPDATE outside
+the timed section puts them back (with `session_replication_role = replica`,
+so the guard allows the way back), and `VACUUM (INDEX_CLEANUP ON)` removes
+the dead rows, so every repetition does the same work on a clean table.
+Autovacuum is off for both tables. One untimed round precedes the timed ones.
+
+The catch-up turns the most recently ended completed sessions back into
+missed ones (half open, half scheduled) and runs
+`CALL advance_session_statuses_in_batches(as_of, batch_size)`, which
+completes them, while a second connection books a session (INSERT), marks
+it full and cancels it, in a loop, each write its own transaction. The same
+loop runs alone first, for the baseline.
+"""
+
+
+def _tick_table(results: Results, *, server: bool) -> list[str]:
+    lines = [
+        f"| sessions | due | {' | '.join(METHOD_TITLES[m] for m in METHODS)} | naive / ours | ours / floor |",
+        "|---:|---:|" + "---:|" * len(METHODS) + "---:|---:|",
+    ]
+    for size in sorted(results.sizes, key=lambda r: r.size):
+        for scenario in SCENARIOS:
+            cells = []
+            for method in METHODS:
+                summary = size.summary(scenario, method, server=server)
+                cells.append(f"{format_ms(summary.median)} ({format_ms(summary.p10)}-{format_ms(summary.p90)})")
+            ratio_floor = (
+                format_ratio(size.ratio(scenario, "ours", "floor", server=server)) if scenario == "due" else "-"
+            )
+            lines.append(
+                f"| {size.size:,} | {0 if scenario == 'idle' else size.due} | {' | '.join(cells)} "
+                f"| {format_ratio(size.ratio(scenario, 'naive', 'ours', server=server))} | {ratio_floor} |"
+            )
+    return lines
+
+
+def _tick_section(results: Results) -> list[str]:
+    loads = ", ".join(
+        f"{size.size:,}: {size.load_seconds:.0f} s" for size in sorted(results.sizes, key=lambda r: r.size)
+    )
+    return [
+        "## Tick time",
+        "",
+        f"Milliseconds, median (p10-p90) of n = {results.repeat} repetitions per cell. Columns: "
+        "**ours** is `advance_session_statuses(as_of, NULL)`; **job batch** is "
+        f"`advance_session_statuses(as_of, {results.batch_size})`, what each batch of the pg_cron job runs; "
+        "**floor** and **naive** as described under Method.",
+        "",
+        "Server execution time (pg_stat_statements, `track = top`): the statement's work on the server, "
+        "without the round trip and the commit.",
+        "",
+        *_tick_table(results, server=True),
+        "",
+        "End to end, timed in Python around the call: round trip, statement and commit (WAL flush with fsync "
+        "when the tick wrote).",
+        "",
+        *_tick_table(results, server=False),
+        "",
+        f"Load time per size (both tables, indexes, VACUUM ANALYZE): {loads}.",
+        "",
+    ]
+
+
+def _catch_up_section(results: Results) -> list[str]:
+    catch_up = results.catch_up
+    if catch_up is None or results.baseline is None:
+        return ["## Catch-up", "", "Not measured in this run (`--backlog 0`).", ""]
+    rate = catch_up.changed / catch_up.seconds
+    lines = [
+        "## Catch-up",
+        "",
+        f"{catch_up.changed:,} transitions at {results.largest.size:,} sessions in {catch_up.seconds:.2f} s: "
+        f"**{rate:,.0f} transitions/s** (`batch_size => {results.batch_size:,}`, one run).",
+        "",
+        "App writes, milliseconds:",
+        "",
+        "| | n | p50 | p99 | max |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, writes in (("alone", results.baseline), ("during the catch-up", catch_up.app)):
+        values = sorted(writes.all())
+        if not values:
+            lines.append(f"| {label} | 0 | - | - | - |")
+            continue
+        lines.append(
+            f"| {label} | {len(values):,} | {format_ms(percentile(values, 50))} "
+            f"| {format_ms(percentile(values, 99))} | {format_ms(values[-1])} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _targets_section(results: Results) -> list[str]:
+    lines = [
+        "## Targets",
+        "",
+        "Tick goals are judged on server execution time; the end-to-end ratio is shown for comparison.",
+        "",
+        "| target | goal | server | result | end to end | result |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for target in results.targets:
+        lines.append(
+            f"| {target.name} | {target.goal} | {target.measured} | {verdict(target.passed)} "
+            f"| {target.measured_end_to_end} | {verdict(target.passed_end_to_end)} |"
+        )
+    misses = [target for target in results.targets if target.passed is False]
+    if misses:
+        lines += ["", "### Missed targets", ""]
+        for target in misses:
+            lines += [f"**{target.name}**: {target.shortfall}. {MISS_NOTES[target.key]}", ""]
+    lines.append("")
+    return lines
+
+
+def _floor_section(results: Results) -> list[str]:
+    floor = results.largest.floor
+    if floor is None:
+        return []
+
+    def writes(table: dict[str, tuple[int, int, int]]) -> str:
+        return ", ".join(
+            f"`{name}` {i} inserted, {u} updated, {d} deleted" for name, (i, u, d) in sorted(table.items())
+        )
+
+    return [
+        "## Floor check",
+        "",
+        f"Transition history: {floor.history_mode}. Rows written by one busy tick, from "
+        "`pg_stat_xact_user_tables` in a rolled-back trial run:",
+        "",
+        f"- ours: {writes(floor.writes_ours) or 'none'}",
+        f"- floor: {writes(floor.writes_floor) or 'none'}",
+        "",
+        "The floor writes the same rows as our tick."
+        if floor.mirrors_ours
+        else "**The floor does not write the same rows as our tick**; its ratio is not a fair bound.",
+        "",
+    ]
+
+
+def render(results: Results) -> str:
+    """Return docs/benchmarks.md for ``results``."""
+    lines = [
+        "# Benchmark: the tick's cost follows the due work",
+        "",
+        "This page is written by `make bench` (`bench/tick_bench.py`); rerun it rather than editing the numbers.",
+        "",
+        f"Command: `{results.command}`",
+        "",
+        "## Conditions",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {label} | {value} |" for label, value in results.machine.items()),
+        "",
+        "The machine's cores are shared with other workloads, so single timings are noisy; compare the "
+        "ratios within one run, whose ticks alternate, and the p10-p90 spread.",
+        "",
+        "## Method",
+        "",
+        METHOD_TEXT,
+        *_tick_section(results),
+        *_catch_up_section(results),
+        *_targets_section(results),
+        *_floor_section(results),
+        "## Plans",
+        "",
+        "EXPLAIN (ANALYZE, BUFFERS) output; the statements inside the function are logged by auto_explain "
+        "(log_nested_statements) from a run in a rolled-back transaction.",
+        "",
+    ]
+    for title, plan in results.plans.items():
+        lines += [f"### {title}", "", "```text", plan.rstrip(), "```", ""]
+    return "\n".join(lines)

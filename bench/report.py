@@ -1,0 +1,408 @@
+"""Statistics, targets and the two renderings of the results: a rich table and Markdown."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.workloads import AppWrites, CatchUp, Floor
+
+METHODS = ("ours", "job", "floor", "naive")
+METHOD_TITLES = {"ours": "ours", "job": "job batch", "floor": "floor", "naive": "naive"}
+SCENARIOS = ("idle", "due")
+
+# The goals, as ratios within one run.
+IDLE_SPEEDUP_GOAL = 1000.0
+DUE_SPEEDUP_GOAL = 200.0
+FLOOR_RATIO_GOAL = 2.0
+GROWTH_GOAL = 2.0
+CATCH_UP_RATE_GOAL = 50_000.0
+APP_P99_GOAL_MS = 50.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and spread of repeated timings, in milliseconds."""
+
+    n: int
+    median: float
+    p10: float
+    p90: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Summary:
+        if not values:
+            raise ValueError("no timings to summarise")
+        ordered = sorted(values)
+        return cls(
+            n=len(ordered),
+            median=statistics.median(ordered),
+            p10=percentile(ordered, 10),
+            p90=percentile(ordered, 90),
+            minimum=ordered[0],
+            maximum=ordered[-1],
+        )
+
+
+def percentile(ordered: list[float], pct: float) -> float:
+    """Return the ``pct`` percentile of sorted values, interpolated linearly between ranks."""
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def format_ms(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
+
+
+def format_ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
+
+
+@dataclass
+class SizeResult:
+    """Timings of one table size, in milliseconds, keyed by (scenario, method)."""
+
+    size: int
+    due: int
+    load_seconds: float
+    # End to end, from the client: round trip, statement and commit.
+    timings: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # Server execution time of the statements, from pg_stat_statements.
+    server_timings: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    floor: Floor | None = None
+
+    def summary(self, scenario: str, method: str, *, server: bool = False) -> Summary:
+        return Summary.of((self.server_timings if server else self.timings)[(scenario, method)])
+
+    def ratio(self, scenario: str, numerator: str, denominator: str, *, server: bool = False) -> float | None:
+        bottom = self.summary(scenario, denominator, server=server).median
+        if bottom <= 0:
+            return None
+        return self.summary(scenario, numerator, server=server).median / bottom
+
+
+@dataclass
+class Target:
+    """One goal; tick goals are judged on server time and, for comparison, end to end."""
+
+    key: str
+    name: str
+    goal: str
+    measured: str
+    passed: bool | None
+    shortfall: str = ""
+    measured_end_to_end: str = ""
+    passed_end_to_end: bool | None = None
+
+
+@dataclass
+class Results:
+    command: str
+    machine: dict[str, str]
+    repeat: int
+    sizes: list[SizeResult] = field(default_factory=list)
+    catch_up: CatchUp | None = None
+    baseline: AppWrites | None = None
+    batch_size: int = 0
+    plans: dict[str, str] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+
+    @property
+    def largest(self) -> SizeResult:
+        return max(self.sizes, key=lambda result: result.size)
+
+    @property
+    def smallest(self) -> SizeResult:
+        return min(self.sizes, key=lambda result: result.size)
+
+
+# -- machine ----------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _package_version(name: str) -> str:
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True, check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def machine_details(server_version: str, major: str, pg_cron_version: str, settings: dict[str, str]) -> dict[str, str]:
+    """Return the facts a reader needs to judge the numbers, as label -> value."""
+    cron_package = _package_version(f"postgresql-{major}-cron")
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "CPU": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "memory": _memory(),
+        "load average at start (1, 5, 15 min)": ", ".join(f"{value:.2f}" for value in os.getloadavg()),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "PostgreSQL": server_version,
+        "pg_cron": pg_cron_version + (f" (package {cron_package})" if cron_package else ""),
+        "server settings": ", ".join(f"{name}={value}" for name, value in settings.items()),
+    }
+
+
+# -- targets ------------------------------------------------------------------
+
+# Why a target can miss and what would close the gap, shown with a miss.
+MISS_NOTES = {
+    "idle": (
+        "An idle tick is two index probes that find nothing, so its time is mostly fixed cost: the round "
+        "trip, the function call and the commit. The naive tick reads every row, so the ratio grows with the "
+        "table; at a size smaller than 1M it is smaller. On a loaded machine the fixed cost is noisier."
+    ),
+    "due": (
+        "With due rows both ticks pay the same commit (a WAL flush with fsync on), which caps the ratio "
+        "at about naive time / commit time. A faster disk flush, or a larger table, raises it."
+    ),
+    "floor": (
+        "Our tick does more than the floor per due row: it reads each due row from the partial index, "
+        "locks it with FOR UPDATE (a second tuple write), then updates it. Dropping the separate lock step "
+        "(see the proposed function in the catch-up note) would bring it closer."
+    ),
+    "growth": (
+        "The idle tick's index probes grow with the index depth only (one level between 10k and 1M), so "
+        "a larger growth points at dead index entries or cache misses; vacuuming between runs removes the first."
+    ),
+    "catch_up": (
+        "Each batch locks its rows with FOR UPDATE SKIP LOCKED in a WITH query, then updates them through a "
+        "join, and the guard trigger runs once per row; every row is written twice (lock, then update) and the "
+        "batch commits with a WAL flush. A function that updates in one statement "
+        "(UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)) still writes twice; the gain would come "
+        "from larger batches (fewer flushes) and from a cheaper guard (a WHEN clause that skips the trigger for "
+        "the tick's own forward moves)."
+    ),
+    "app_p99": (
+        "The app's writes wait for the WAL flushes and CPU the catch-up uses; on 2 shared cores the catch-up "
+        "and the app compete directly. Smaller batches shorten each flush group; a pause between batches "
+        "would bound the catch-up's share."
+    ),
+}
+
+
+def _shortfall(measured: float, goal: float, higher_is_better: bool) -> str:
+    if higher_is_better:
+        return f"{(1 - measured / goal) * 100:.0f}% below the goal ({measured:,.2f} against {goal:,.0f})"
+    return f"{(measured / goal - 1) * 100:.0f}% above the goal ({measured:,.2f} against {goal:,.2f})"
+
+
+def _judge(value: float | None, threshold: float, higher: bool) -> bool | None:
+    if value is None:
+        return None
+    return value >= threshold if higher else value <= threshold
+
+
+def _tick_values(results: Results, key: str, server: bool) -> float | None:
+    largest = results.largest
+    if key == "idle":
+        return largest.ratio("idle", "naive", "ours", server=server)
+    if key == "due":
+        return largest.ratio("due", "naive", "ours", server=server)
+    if key == "floor":
+        return largest.ratio("due", "ours", "floor", server=server)
+    if key == "growth" and len(results.sizes) > 1:
+        smallest = results.smallest.summary("idle", "ours", server=server).median
+        if smallest > 0:
+            return largest.summary("idle", "ours", server=server).median / smallest
+    return None
+
+
+def evaluate_targets(results: Results) -> list[Target]:
+    """Return each goal with its measured value and whether this run met it."""
+    largest = results.largest
+    at = f"at {largest.size:,} sessions"
+    specs = [
+        ("idle", f"idle tick {at}: naive / ours", IDLE_SPEEDUP_GOAL, True, "x"),
+        ("due", f"{largest.due}-due tick {at}: naive / ours", DUE_SPEEDUP_GOAL, True, "x"),
+        ("floor", f"{largest.due}-due tick {at}: ours / floor", FLOOR_RATIO_GOAL, False, "x"),
+        (
+            "growth",
+            f"idle tick, {results.smallest.size:,} -> {largest.size:,} sessions: time growth",
+            GROWTH_GOAL,
+            False,
+            "x",
+        ),
+    ]
+    targets: list[Target] = []
+    for key, name, threshold, higher, unit in specs:
+        goal = f"{'>=' if higher else '<='} {threshold:,.0f}{unit}"
+        if key == "growth":
+            goal = f"< {threshold:,.0f}{unit}"
+        server = _tick_values(results, key, server=True)
+        end_to_end = _tick_values(results, key, server=False)
+        passed = _judge(server, threshold, higher)
+        if key == "growth" and server is not None:
+            passed = server < threshold
+        target = Target(
+            key,
+            name,
+            goal,
+            measured="not measured" if server is None else f"{server:,.2f}{unit}",
+            passed=passed,
+            measured_end_to_end="not measured" if end_to_end is None else f"{end_to_end:,.2f}{unit}",
+            passed_end_to_end=_judge(end_to_end, threshold, higher)
+            if key != "growth" or end_to_end is None
+            else end_to_end < threshold,
+        )
+        if passed is False and server is not None:
+            target.shortfall = _shortfall(server, threshold, higher)
+        targets.append(target)
+
+    rate = p99 = None
+    if results.catch_up is not None and results.catch_up.seconds > 0:
+        rate = results.catch_up.changed / results.catch_up.seconds
+        writes = sorted(results.catch_up.app.all())
+        p99 = percentile(writes, 99) if writes else None
+    for key, name, value, threshold, higher in (
+        ("catch_up", "catch-up rate (transitions/s)", rate, CATCH_UP_RATE_GOAL, True),
+        ("app_p99", "app writes during catch-up: p99 (ms)", p99, APP_P99_GOAL_MS, False),
+    ):
+        passed = None if value is None else (value >= threshold if higher else value < threshold)
+        measured = "not measured" if value is None else f"{value:,.2f}"
+        target = Target(
+            key,
+            name,
+            f"{'>=' if higher else '<'} {threshold:,.0f}",
+            measured,
+            passed,
+            measured_end_to_end=measured,
+            passed_end_to_end=passed,
+        )
+        if passed is False and value is not None:
+            target.shortfall = _shortfall(value, threshold, higher)
+        targets.append(target)
+    return targets
+
+
+def verdict(passed: bool | None) -> str:
+    return {True: "PASS", False: "MISS", None: "n/a"}[passed]
+
+
+# -- console ------------------------------------------------------------------
+
+
+def tick_table(results: Results, *, server: bool) -> Table:
+    kind = "server execution" if server else "end to end (round trip, statement, commit)"
+    table = Table(title=f"tick time, {kind}, ms: median of n = {results.repeat}")
+    for column in ("sessions", "due", *(METHOD_TITLES[m] for m in METHODS), "naive / ours", "ours / floor"):
+        table.add_column(column, justify="right")
+    for size in sorted(results.sizes, key=lambda r: r.size):
+        for scenario in SCENARIOS:
+            table.add_row(
+                f"{size.size:,}",
+                "0" if scenario == "idle" else str(size.due),
+                *(format_ms(size.summary(scenario, method, server=server).median) for method in METHODS),
+                format_ratio(size.ratio(scenario, "naive", "ours", server=server)),
+                format_ratio(size.ratio(scenario, "ours", "floor", server=server)) if scenario == "due" else "-",
+            )
+    return table
+
+
+def spread_table(results: Results) -> Table:
+    table = Table(title="tick time, server execution, ms: p10-p90 (min-max)")
+    for column in ("sessions", "due", *(METHOD_TITLES[m] for m in METHODS)):
+        table.add_column(column, justify="right")
+    for size in sorted(results.sizes, key=lambda r: r.size):
+        for scenario in SCENARIOS:
+            cells = []
+            for method in METHODS:
+                summary = size.summary(scenario, method, server=True)
+                cells.append(
+                    f"{format_ms(summary.p10)}-{format_ms(summary.p90)} "
+                    f"({format_ms(summary.minimum)}-{format_ms(summary.maximum)})"
+                )
+            table.add_row(f"{size.size:,}", "0" if scenario == "idle" else str(size.due), *cells)
+    return table
+
+
+def app_table(results: Results) -> Table | None:
+    if results.catch_up is None or results.baseline is None:
+        return None
+    table = Table(title="app writes (book, mark full, cancel), ms")
+    for column in ("", "n", "p50", "p99", "max"):
+        table.add_column(column, justify="right")
+    for label, writes in (("alone", results.baseline), ("during catch-up", results.catch_up.app)):
+        values = sorted(writes.all())
+        if values:
+            table.add_row(
+                label,
+                str(len(values)),
+                format_ms(percentile(values, 50)),
+                format_ms(percentile(values, 99)),
+                format_ms(values[-1]),
+            )
+        else:
+            table.add_row(label, "0", "-", "-", "-")
+    return table
+
+
+def print_results(console: Console, results: Results) -> None:
+    console.print(tick_table(results, server=True))
+    console.print(spread_table(results))
+    console.print(tick_table(results, server=False))
+    if results.catch_up is not None:
+        catch_up = results.catch_up
+        console.print(
+            f"catch-up: {catch_up.changed:,} of {catch_up.backlog:,} transitions in {catch_up.seconds:.2f} s "
+            f"= {catch_up.changed / catch_up.seconds:,.0f} transitions/s (batch_size {results.batch_size:,})"
+        )
+    table = app_table(results)
+    if table is not None:
+        console.print(table)
+    for title, plan in results.plans.items():
+        console.rule(title)
+        console.print(plan, markup=False, highlight=False)
+    targets = Table(title="targets (tick goals judged on server time; end to end for comparison)")
+    for column in ("target", "goal", "server", "result", "end to end", "result"):
+        targets.add_column(column)
+    styles = {True: "green", False: "red", None: "yellow"}
+    for target in results.targets:
+        targets.add_row(
+            target.name,
+            target.goal,
+            target.measured,
+            f"[{styles[target.passed]}]{verdict(target.passed)}[/]",
+            target.measured_end_to_end,
+            f"[{styles[target.passed_end_to_end]}]{verdict(target.passed_end_to_end)}[/]",
+        )
+    console.print(targets)
