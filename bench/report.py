@@ -14,8 +14,8 @@ from rich.table import Table
 
 from bench.workloads import AppWrites, CatchUp, Floor
 
-METHODS = ("ours", "job", "floor", "naive")
-METHOD_TITLES = {"ours": "ours", "job": "job batch", "floor": "floor", "naive": "naive"}
+METHODS = ("ours", "job", "candidate", "floor", "naive")
+METHOD_TITLES = {"ours": "ours", "job": "job batch", "candidate": "candidate batch", "floor": "floor", "naive": "naive"}
 SCENARIOS = ("idle", "due")
 
 # The goals, as ratios within one run.
@@ -121,6 +121,8 @@ class Results:
     repeat: int
     sizes: list[SizeResult] = field(default_factory=list)
     catch_up: CatchUp | None = None
+    # The same catch-up through the candidate procedure (bench/candidate.sql).
+    candidate_catch_up: CatchUp | None = None
     baseline: AppWrites | None = None
     batch_size: int = 0
     plans: dict[str, str] = field(default_factory=dict)
@@ -184,41 +186,6 @@ def machine_details(server_version: str, major: str, pg_cron_version: str, setti
 
 # -- targets ------------------------------------------------------------------
 
-# Why a target can miss and what would close the gap, shown with a miss.
-MISS_NOTES = {
-    "idle": (
-        "An idle tick is two index probes that find nothing, so its time is mostly fixed cost: the round "
-        "trip, the function call and the commit. The naive tick reads every row, so the ratio grows with the "
-        "table; at a size smaller than 1M it is smaller. On a loaded machine the fixed cost is noisier."
-    ),
-    "due": (
-        "With due rows both ticks pay the same commit (a WAL flush with fsync on), which caps the ratio "
-        "at about naive time / commit time. A faster disk flush, or a larger table, raises it."
-    ),
-    "floor": (
-        "Our tick does more than the floor per due row: it reads each due row from the partial index, "
-        "locks it with FOR UPDATE (a second tuple write), then updates it. Dropping the separate lock step "
-        "(see the proposed function in the catch-up note) would bring it closer."
-    ),
-    "growth": (
-        "The idle tick's index probes grow with the index depth only (one level between 10k and 1M), so "
-        "a larger growth points at dead index entries or cache misses; vacuuming between runs removes the first."
-    ),
-    "catch_up": (
-        "Each batch locks its rows with FOR UPDATE SKIP LOCKED in a WITH query, then updates them through a "
-        "join, and the guard trigger runs once per row; every row is written twice (lock, then update) and the "
-        "batch commits with a WAL flush. A function that updates in one statement "
-        "(UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)) still writes twice; the gain would come "
-        "from larger batches (fewer flushes) and from a cheaper guard (a WHEN clause that skips the trigger for "
-        "the tick's own forward moves)."
-    ),
-    "app_p99": (
-        "The app's writes wait for the WAL flushes and CPU the catch-up uses; on 2 shared cores the catch-up "
-        "and the app compete directly. Smaller batches shorten each flush group; a pause between batches "
-        "would bound the catch-up's share."
-    ),
-}
-
 
 def _shortfall(measured: float, goal: float, higher_is_better: bool) -> str:
     if higher_is_better:
@@ -238,6 +205,8 @@ def _tick_values(results: Results, key: str, server: bool) -> float | None:
         return largest.ratio("idle", "naive", "ours", server=server)
     if key == "due":
         return largest.ratio("due", "naive", "ours", server=server)
+    if key == "job":
+        return largest.ratio("due", "naive", "job", server=server)
     if key == "floor":
         return largest.ratio("due", "ours", "floor", server=server)
     if key == "growth" and len(results.sizes) > 1:
@@ -254,6 +223,7 @@ def evaluate_targets(results: Results) -> list[Target]:
     specs = [
         ("idle", f"idle tick {at}: naive / ours", IDLE_SPEEDUP_GOAL, True, "x"),
         ("due", f"{largest.due}-due tick {at}: naive / ours", DUE_SPEEDUP_GOAL, True, "x"),
+        ("job", f"{largest.due}-due job batch {at}: naive / job batch", DUE_SPEEDUP_GOAL, True, "x"),
         ("floor", f"{largest.due}-due tick {at}: ours / floor", FLOOR_RATIO_GOAL, False, "x"),
         (
             "growth",
@@ -361,7 +331,10 @@ def app_table(results: Results) -> Table | None:
     table = Table(title="app writes (book, mark full, cancel), ms")
     for column in ("", "n", "p50", "p99", "max"):
         table.add_column(column, justify="right")
-    for label, writes in (("alone", results.baseline), ("during catch-up", results.catch_up.app)):
+    rows = [("alone", results.baseline), ("during catch-up", results.catch_up.app)]
+    if results.candidate_catch_up is not None:
+        rows.append(("during candidate catch-up", results.candidate_catch_up.app))
+    for label, writes in rows:
         values = sorted(writes.all())
         if values:
             table.add_row(
@@ -380,12 +353,12 @@ def print_results(console: Console, results: Results) -> None:
     console.print(tick_table(results, server=True))
     console.print(spread_table(results))
     console.print(tick_table(results, server=False))
-    if results.catch_up is not None:
-        catch_up = results.catch_up
-        console.print(
-            f"catch-up: {catch_up.changed:,} of {catch_up.backlog:,} transitions in {catch_up.seconds:.2f} s "
-            f"= {catch_up.changed / catch_up.seconds:,.0f} transitions/s (batch_size {results.batch_size:,})"
-        )
+    for label, catch_up in (("catch-up", results.catch_up), ("candidate catch-up", results.candidate_catch_up)):
+        if catch_up is not None:
+            console.print(
+                f"{label}: {catch_up.changed:,} of {catch_up.backlog:,} transitions in {catch_up.seconds:.2f} s "
+                f"= {catch_up.changed / catch_up.seconds:,.0f} transitions/s (batch_size {results.batch_size:,})"
+            )
     table = app_table(results)
     if table is not None:
         console.print(table)

@@ -106,8 +106,9 @@ class SizeRun:
         self.due_set = due_set
         self.tick = sandbox.connect(dbname)
         self.job = sandbox.connect(dbname)
+        self.candidate = sandbox.connect(dbname)
         self.admin = sandbox.connect(dbname)
-        for conn in (self.tick, self.job, self.admin):
+        for conn in (self.tick, self.job, self.candidate, self.admin):
             conn.execute("SET TimeZone = 'UTC'")
         self.has_history = bool(
             self.admin.execute("SELECT to_regclass(%s) IS NOT NULL", (workloads.HISTORY_TABLE,)).fetchone()[0]  # type: ignore[index]
@@ -116,6 +117,7 @@ class SizeRun:
     def close(self) -> None:
         self.tick.close()
         self.job.close()
+        self.candidate.close()
         self.admin.close()
 
     def settle(self, table: str) -> None:
@@ -166,13 +168,22 @@ def measure_size(
     for scenario in report.SCENARIOS:
         ticks[(scenario, "ours")] = lambda: workloads.run_ours(run.tick, as_of)
         ticks[(scenario, "job")] = lambda: workloads.run_job_batch(run.job, as_of, args.batch_size)
+        ticks[(scenario, "candidate")] = lambda: workloads.run_job_batch(
+            run.candidate, as_of, args.batch_size, candidate=True
+        )
         ticks[(scenario, "floor")] = (
             (lambda: workloads.run_floor(run.tick, empty_floor))
             if scenario == "idle"
             else (lambda: workloads.run_floor(run.tick, floor))
         )
         ticks[(scenario, "naive")] = lambda: workloads.run_naive(run.tick, as_of)
-    tables = {"ours": "sessions", "job": "sessions", "floor": "sessions", "naive": "sessions_naive"}
+    tables = {
+        "ours": "sessions",
+        "job": "sessions",
+        "candidate": "sessions",
+        "floor": "sessions",
+        "naive": "sessions_naive",
+    }
     result.timings = {key: [] for key in ticks}
     result.server_timings = {key: [] for key in ticks}
 
@@ -197,19 +208,44 @@ def measure_size(
     return result, run
 
 
-def collect_plans(run: SizeRun, size: int) -> dict[str, str]:
-    """Return EXPLAIN (ANALYZE, BUFFERS) of our tick's statements, idle and busy, and of the naive tick."""
+def collect_plans(run: SizeRun, size: int, batch_size: int) -> dict[str, str]:
+    """Return the plans of our tick's statements, idle and busy, of a job batch, and of the naive tick."""
     plans: dict[str, str] = {}
     at = f"{size:,} sessions"
-    for label, plan in enumerate(workloads.explain_ours(run.tick, run.as_of)):
-        plans[f"ours, idle, {at}: statement {label + 1}"] = plan
+    due = len(run.due_set)
+
+    def ours() -> None:
+        workloads.run_ours(run.tick, run.as_of)
+
+    def job() -> None:
+        workloads.run_job_batch(run.job, run.as_of, batch_size)
+
+    for label, plan in workloads.explain_function(run.tick, ours).items():
+        plans[f"ours, idle, {at}: {label}"] = plan
     run.restore("sessions")
-    for label, plan in enumerate(workloads.explain_ours(run.tick, run.as_of)):
-        plans[f"ours, {len(run.due_set)} due, {at}: statement {label + 1}"] = plan
+    for label, plan in workloads.explain_function(run.tick, ours).items():
+        plans[f"ours, {due} due, {at}: {label}"] = plan
+    run.settle("sessions")
+    run.restore("sessions")
+    for label, plan in workloads.explain_function(run.job, job).items():
+        plans[f"job batch (max_transitions {batch_size:,}), {due} due, {at}: {label}"] = plan
+    run.settle("sessions")
+    run.restore("sessions")
+
+    def candidate() -> None:
+        workloads.run_job_batch(run.candidate, run.as_of, batch_size, candidate=True)
+
+    for label, plan in workloads.explain_function(run.candidate, candidate).items():
+        plans[f"candidate batch (max_transitions {batch_size:,}), {due} due, {at}: {label}"] = plan
+    run.settle("sessions")
     run.restore("sessions_naive")
-    plans[f"naive, {len(run.due_set)} due, {at}: completing UPDATE"] = workloads.explain(
+    plans[f"naive, {due} due, {at}: completing UPDATE"] = workloads.explain(
         run.tick, workloads.NAIVE_COMPLETE_SQL, (run.as_of,)
     )
+    run.settle("sessions_naive")
+    # The plans ran in rolled-back transactions: the due rows are restored, so tick once.
+    _check("the tick after the plans", workloads.run_ours(run.tick, run.as_of), due)
+    _check("the naive tick after the plans", workloads.run_naive(run.tick, run.as_of), due)
     run.settle("sessions")
     run.settle("sessions_naive")
     return plans
@@ -258,9 +294,9 @@ def _run(args: argparse.Namespace, console: Console, sandbox: Sandbox) -> report
     assert last_run is not None
     try:
         with console.status("collecting plans"):
-            results.plans = collect_plans(last_run, results.largest.size)
+            results.plans = collect_plans(last_run, results.largest.size, args.batch_size)
         if args.backlog > 0:
-            results.baseline, results.catch_up = catch_up(last_run, args, console)
+            results.baseline, results.catch_up, results.candidate_catch_up = catch_up(last_run, args, console)
     finally:
         last_run.close()
         sandbox.drop_database(last_run.dbname)
@@ -269,17 +305,26 @@ def _run(args: argparse.Namespace, console: Console, sandbox: Sandbox) -> report
     return results
 
 
-def catch_up(run: SizeRun, args: argparse.Namespace, console: Console) -> tuple[workloads.AppWrites, workloads.CatchUp]:
+def catch_up(
+    run: SizeRun, args: argparse.Namespace, console: Console
+) -> tuple[workloads.AppWrites, workloads.CatchUp, workloads.CatchUp]:
+    """Time the catch-up with the installed procedure, then with the candidate, each under app writes."""
     conninfo = run.sandbox.conninfo(run.dbname)
     with console.status("catch-up: preparing the backlog"):
         backlog = workloads.prepare_backlog(run.admin, run.as_of, args.backlog)
     with console.status(f"catch-up: app writes alone for {args.app_seconds:g} s"):
         baseline = workloads.measure_app_writes(conninfo, args.app_seconds)
-    with console.status(f"catch-up: {backlog:,} transitions with app writes"):
-        result = workloads.run_catch_up(conninfo, run.tick, run.as_of, backlog, args.batch_size)
-    if result.changed != backlog:
-        raise RuntimeError(f"the catch-up changed {result.changed} of {backlog} sessions")
-    return baseline, result
+    outcomes: list[workloads.CatchUp] = []
+    for schema in ("public", "bench_candidate"):
+        if outcomes:
+            with console.status("catch-up: preparing the backlog again"):
+                backlog = workloads.prepare_backlog(run.admin, run.as_of, args.backlog)
+        with console.status(f"catch-up: {backlog:,} transitions with app writes ({schema})"):
+            outcome = workloads.run_catch_up(conninfo, run.tick, run.as_of, backlog, args.batch_size, schema=schema)
+        if outcome.changed != backlog:
+            raise RuntimeError(f"the catch-up in {schema} changed {outcome.changed} of {backlog} sessions")
+        outcomes.append(outcome)
+    return baseline, outcomes[0], outcomes[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

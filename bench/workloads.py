@@ -29,6 +29,10 @@ HISTORY_TABLE = "session_status_transitions"
 OURS_SQL = "/* bench:ours */ SELECT opened, completed FROM advance_session_statuses(%s, NULL)"
 # What each batch of the pg_cron job runs: the same function with a limit.
 JOB_BATCH_SQL = "/* bench:job */ SELECT opened, completed FROM advance_session_statuses(%s, %s)"
+# The same batch through the proposed rewrite in bench/candidate.sql.
+CANDIDATE_BATCH_SQL = (
+    "/* bench:candidate */ SELECT opened, completed FROM bench_candidate.advance_session_statuses(%s, %s)"
+)
 
 # What many apps run every minute: the instant of each session is rebuilt
 # from text on every row, so no index can serve either predicate and both
@@ -67,8 +71,10 @@ def run_ours(conn: psycopg.Connection, as_of: datetime) -> int:
     return int(row[0]) + int(row[1])
 
 
-def run_job_batch(conn: psycopg.Connection, as_of: datetime, batch_size: int) -> int:
-    row = conn.execute(JOB_BATCH_SQL, (as_of, batch_size), prepare=True).fetchone()
+def run_job_batch(conn: psycopg.Connection, as_of: datetime, batch_size: int, *, candidate: bool = False) -> int:
+    row = conn.execute(
+        CANDIDATE_BATCH_SQL if candidate else JOB_BATCH_SQL, (as_of, batch_size), prepare=True
+    ).fetchone()
     assert row is not None
     return int(row[0]) + int(row[1])
 
@@ -243,18 +249,25 @@ def build_floor(conn: psycopg.Connection, as_of: datetime, due_set: DueSet, rest
 # -- plans ------------------------------------------------------------------
 
 
-def explain_ours(conn: psycopg.Connection, as_of: datetime) -> list[str]:
-    """Run our tick once in a rolled-back transaction and return the plans of its statements.
+def explain_function(conn: psycopg.Connection, call: Callable[[], object]) -> dict[str, str]:
+    """Run ``call`` once in a rolled-back transaction; return the plans of its statements by pass.
 
     auto_explain logs the statements inside the function (log_nested_statements)
-    at NOTICE level, which the server sends to this client.
+    at NOTICE level, which the server sends to this client. The plans are
+    the ones the connection's cached plans give, as in the timed runs.
     """
-    plans: list[str] = []
+    plans: dict[str, str] = {}
 
     def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
         text = diagnostic.message_primary or ""
-        if "Query Text" in text and "set_config" not in text:
-            plans.append(text)
+        if "Query Text" not in text or "set_config" in text:
+            return
+        if "SET status = 'completed'" in text:
+            plans["completing pass"] = text
+        elif "SET status = 'open'" in text:
+            plans["opening pass"] = text
+        else:
+            plans["the call"] = text
 
     conn.add_notice_handler(keep)
     try:
@@ -269,10 +282,9 @@ def explain_ours(conn: psycopg.Connection, as_of: datetime) -> list[str]:
                 ("auto_explain.log_level", "notice"),
             ):
                 conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-            run_ours(conn, as_of)
+            call()
     finally:
         conn.remove_notice_handler(keep)
-    # The last plan is the top-level SELECT; the ones before are the function's.
     return plans
 
 
@@ -364,8 +376,10 @@ class CatchUp:
     app: AppWrites
 
 
-def run_catch_up(conninfo: str, conn: psycopg.Connection, as_of: datetime, backlog: int, batch_size: int) -> CatchUp:
-    """CALL the batching procedure on the backlog while the app writes in a second connection."""
+def run_catch_up(
+    conninfo: str, conn: psycopg.Connection, as_of: datetime, backlog: int, batch_size: int, *, schema: str = "public"
+) -> CatchUp:
+    """CALL the batching procedure in ``schema`` on the backlog while the app writes in a second connection."""
     out = AppWrites()
     stop = threading.Event()
     worker = threading.Thread(target=app_write_loop, args=(conninfo, stop, out), daemon=True)
@@ -375,7 +389,10 @@ def run_catch_up(conninfo: str, conn: psycopg.Connection, as_of: datetime, backl
     before = {kind: len(values) for kind, values in out.latencies.items()}
     seconds_ms, _ = time_call(
         lambda: conn.execute(
-            "CALL advance_session_statuses_in_batches(as_of => %s, batch_size => %s)", (as_of, batch_size)
+            psycopg.sql.SQL("CALL {}.advance_session_statuses_in_batches(as_of => %s, batch_size => %s)").format(
+                psycopg.sql.Identifier(schema)
+            ),
+            (as_of, batch_size),
         )
     )
     after = {kind: len(values) for kind, values in out.latencies.items()}

@@ -60,7 +60,7 @@ def test_bench_computes_ratios(results: report.Results) -> None:
 
 def test_bench_judges_every_target(results: report.Results) -> None:
     keys = [target.key for target in results.targets]
-    assert keys == ["idle", "due", "floor", "growth", "catch_up", "app_p99"]
+    assert keys == ["idle", "due", "job", "floor", "growth", "catch_up", "app_p99"]
     for target in results.targets:
         assert target.passed in (True, False)
         if target.passed is False:
@@ -208,3 +208,30 @@ def test_load_leaves_nothing_due(bench_server: Sandbox) -> None:
         assert isinstance(as_of, datetime)
         assert as_of.tzinfo is not None
         assert as_of <= datetime.now(UTC)
+
+
+def test_candidate_makes_same_transitions(bench_server: Sandbox) -> None:
+    database.create_migrated_database(bench_server, "candidate")
+    with bench_server.connect("candidate") as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        as_of, due_set = database.load_sessions(conn, 2000, 30)
+        database.restore_due_set(conn, due_set, naive=False)
+        statuses = "SELECT id, status FROM sessions ORDER BY id"
+
+        with conn.transaction(force_rollback=True):
+            installed = conn.execute("SELECT * FROM advance_session_statuses(%s, 7)", (as_of,)).fetchone()
+            after_installed = conn.execute(statuses).fetchall()
+        with conn.transaction(force_rollback=True):
+            candidate = conn.execute(
+                "SELECT * FROM bench_candidate.advance_session_statuses(%s, 7)", (as_of,)
+            ).fetchone()
+            after_candidate = conn.execute(statuses).fetchall()
+
+        assert installed == (0, 7)
+        assert candidate == installed
+        assert after_candidate == after_installed
+
+
+def test_markdown_explains_every_miss(results: report.Results) -> None:
+    for target in results.targets:
+        assert markdown.miss_note(target.key, results), target.key
