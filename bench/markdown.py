@@ -27,6 +27,11 @@ minutes, indexed by primary key and `(session_date, start_time)`).
 All ticks judge at the same instant, the start of the minute of the load:
 
 - **ours**: `SELECT * FROM advance_session_statuses(as_of, NULL)`.
+- **job batch**: `advance_session_statuses(as_of, batch_size)`, the call
+  each batch of the pg_cron job makes, with the plans a pg_cron run gets.
+- **candidate batch**: the same call to the rewrite in
+  `bench/candidate.sql`, which the benchmark creates in the schema
+  `bench_candidate` of its databases (not a migration).
 - **naive**: in one transaction,
   `UPDATE sessions_naive SET status = 'completed' WHERE status IN (...) AND
   (session_date || ' ' || start_time)::timestamp + (duration || ' minutes')::interval <= as_of`
@@ -40,21 +45,25 @@ All ticks judge at the same instant, the start of the minute of the load:
   `session_status_transitions` table that our tick fills and a plain UPDATE
   does not, the floor inserts the same rows in the same statement.
 
-Each tick runs in autocommit mode on a warm connection and is timed from
-Python around the call, so a time includes the round trip, the statement
-and its commit (fsync on). With 0 due nothing is written. With due rows,
-half of them open and half complete; between repetitions an UPDATE outside
-the timed section puts them back (with `session_replication_role = replica`,
-so the guard allows the way back), and `VACUUM (INDEX_CLEANUP ON)` removes
-the dead rows, so every repetition does the same work on a clean table.
+Each tick runs in autocommit mode on a warm connection. It is timed twice:
+from Python around the call, so the time includes the round trip, the
+statement and its commit (fsync on), and on the server by
+pg_stat_statements, which gives the statement's execution time alone. With 0 due nothing is written. With due rows,
+half of them open and half complete. Between repetitions, an UPDATE outside
+the timed section puts them back. It runs with
+`session_replication_role = replica`, so that the guard allows the way back.
+Then `VACUUM (INDEX_CLEANUP ON)` removes the dead rows, so every repetition
+does the same work on a clean table.
 Autovacuum is off for both tables. One untimed round precedes the timed ones.
 
 The catch-up turns the most recently ended completed sessions back into
-missed ones (half open, half scheduled) and runs
-`CALL advance_session_statuses_in_batches(as_of, batch_size)`, which
-completes them, while a second connection books a session (INSERT), marks
-it full and cancels it, in a loop, each write its own transaction. The same
-loop runs alone first, for the baseline.
+missed ones, half open and half scheduled. A new session, as in a pg_cron
+run, then completes them with
+`CALL advance_session_statuses_in_batches(as_of, batch_size)`. Meanwhile a
+second connection books a session (INSERT), marks it full and cancels it,
+in a loop, each write its own transaction. The same
+loop runs alone first, for the baseline. Then the same backlog is restored
+and cleared by the candidate's procedure, under the same app writes.
 """
 
 
@@ -86,10 +95,14 @@ def _tick_section(results: Results) -> list[str]:
     return [
         "## Tick time",
         "",
-        f"Milliseconds, median (p10-p90) of n = {results.repeat} repetitions per cell. Columns: "
-        "**ours** is `advance_session_statuses(as_of, NULL)`; **job batch** is "
-        f"`advance_session_statuses(as_of, {results.batch_size})`, what each batch of the pg_cron job runs; "
-        "**floor** and **naive** as described under Method.",
+        f"Milliseconds, median (p10-p90) of n = {results.repeat} repetitions per cell. The columns:",
+        "",
+        "- **ours**: `advance_session_statuses(as_of, NULL)` on a warm connection.",
+        f"- **job batch**: `advance_session_statuses(as_of, {results.batch_size})`, the call of each batch of "
+        "the pg_cron job, with `plan_cache_mode = force_custom_plan`. pg_cron runs each job in a new session, "
+        "where the function's statements are planned for the actual LIMIT on their first five executions.",
+        "- **candidate batch**: the same call to the rewrite in `bench/candidate.sql`, also with custom plans.",
+        "- **floor** and **naive**: as described under Method.",
         "",
         "Server execution time (pg_stat_statements, `track = top`): the statement's work on the server, "
         "without the round trip and the commit.",
@@ -111,6 +124,7 @@ def _catch_up_section(results: Results) -> list[str]:
     if catch_up is None or results.baseline is None:
         return ["## Catch-up", "", "Not measured in this run (`--backlog 0`).", ""]
     rate = catch_up.changed / catch_up.seconds
+
     lines = [
         "## Catch-up",
         "",
@@ -118,6 +132,7 @@ def _catch_up_section(results: Results) -> list[str]:
         f"**{rate:,.0f} transitions/s** (`batch_size => {results.batch_size:,}`, one run).",
         "",
     ]
+
     candidate = results.candidate_catch_up
     if candidate is not None:
         lines += [
@@ -132,6 +147,7 @@ def _catch_up_section(results: Results) -> list[str]:
         "| | n | p50 | p99 | max |",
         "|---|---:|---:|---:|---:|",
     ]
+
     rows = [("alone", results.baseline), ("during the catch-up", catch_up.app)]
     if candidate is not None:
         rows.append(("during the candidate's catch-up", candidate.app))
@@ -168,9 +184,9 @@ def miss_note(key: str, results: Results) -> str:
     if key == "due":
         bound = largest.ratio("due", "naive", "floor", server=True)
         return (
-            f"No tick can beat the floor, and here naive / floor is only {format_ratio(bound)}: changing "
-            f"{largest.due} rows costs {_median(results, 'due', 'floor')} ms on the server (the guard trigger, a "
-            "new row version and new index entries per row), while this CPU scans the naive table's "
+            f"No tick can beat the floor, and here naive / floor is only {format_ratio(bound)}. Changing "
+            f"{largest.due} rows costs {_median(results, 'due', 'floor')} ms on the server, for the guard "
+            "trigger, a new row version and new index entries per row. This CPU scans the naive table's "
             f"{size} cached rows in {_median(results, 'due', 'naive')} ms. Our tick is within "
             f"{format_ratio(largest.ratio('due', 'ours', 'floor', server=True))} of the floor, so the gap is "
             "in the goal, not in the tick. The ratio grows with a larger or uncached naive table; lowering "
@@ -179,9 +195,9 @@ def miss_note(key: str, results: Results) -> str:
     if key == "job":
         return (
             "The pg_cron job calls the function with max_transitions = batch_size. With that LIMIT the "
-            "planner estimates a full batch of due rows and joins them to the table by hashing every row "
-            "(Hash Join over a Seq Scan on sessions in the job batch plan below), so whenever anything is due "
-            f"a batch costs about what the naive tick costs: {_median(results, 'due', 'job')} ms. The "
+            "planner estimates a full batch of due rows and joins them to the table by hashing every row: "
+            "see the Hash Join over a Seq Scan on sessions in the job batch plan below. So whenever anything "
+            f"is due, a batch costs about what the naive tick costs: {_median(results, 'due', 'job')} ms. The "
             "candidate in bench/candidate.sql finds the locked rows by primary key "
             "(`WHERE s.id = ANY (ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))`) and takes "
             f"{_median(results, 'due', 'candidate')} ms for the same batch. That change needs a new revision."

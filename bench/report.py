@@ -188,99 +188,94 @@ def machine_details(server_version: str, major: str, pg_cron_version: str, setti
 
 
 def _shortfall(measured: float, goal: float, higher_is_better: bool) -> str:
+    if higher_is_better and measured > 0 and measured < goal / 10:
+        return f"{goal / measured:,.0f} times below the goal ({measured:,.2f} against {goal:,.0f})"
     if higher_is_better:
         return f"{(1 - measured / goal) * 100:.0f}% below the goal ({measured:,.2f} against {goal:,.0f})"
     return f"{(measured / goal - 1) * 100:.0f}% above the goal ({measured:,.2f} against {goal:,.2f})"
 
 
-def _judge(value: float | None, threshold: float, higher: bool) -> bool | None:
+_COMPARISONS = {
+    ">=": lambda value, threshold: value >= threshold,
+    "<=": lambda value, threshold: value <= threshold,
+    "<": lambda value, threshold: value < threshold,
+}
+
+
+def _judge(value: float | None, comparison: str, threshold: float) -> bool | None:
     if value is None:
         return None
-    return value >= threshold if higher else value <= threshold
+    return bool(_COMPARISONS[comparison](value, threshold))
 
 
-def _tick_values(results: Results, key: str, server: bool) -> float | None:
+def _tick_value(results: Results, key: str, server: bool) -> float | None:
     largest = results.largest
-    if key == "idle":
-        return largest.ratio("idle", "naive", "ours", server=server)
-    if key == "due":
-        return largest.ratio("due", "naive", "ours", server=server)
-    if key == "job":
-        return largest.ratio("due", "naive", "job", server=server)
-    if key == "floor":
-        return largest.ratio("due", "ours", "floor", server=server)
-    if key == "growth" and len(results.sizes) > 1:
+    if key == "growth":
+        if len(results.sizes) < 2:
+            return None
         smallest = results.smallest.summary("idle", "ours", server=server).median
-        if smallest > 0:
-            return largest.summary("idle", "ours", server=server).median / smallest
-    return None
+        if smallest <= 0:
+            return None
+        return largest.summary("idle", "ours", server=server).median / smallest
+    scenario, numerator, denominator = {
+        "idle": ("idle", "naive", "ours"),
+        "due": ("due", "naive", "ours"),
+        "job": ("due", "naive", "job"),
+        "floor": ("due", "ours", "floor"),
+    }[key]
+    return largest.ratio(scenario, numerator, denominator, server=server)
+
+
+def _target(
+    key: str, name: str, comparison: str, threshold: float, value: float | None, end_to_end: float | None, unit: str
+) -> Target:
+    passed = _judge(value, comparison, threshold)
+    target = Target(
+        key,
+        name,
+        goal=f"{comparison} {threshold:,.0f}{unit}",
+        measured="not measured" if value is None else f"{value:,.2f}{unit}",
+        passed=passed,
+        measured_end_to_end="not measured" if end_to_end is None else f"{end_to_end:,.2f}{unit}",
+        passed_end_to_end=_judge(end_to_end, comparison, threshold),
+    )
+    if passed is False and value is not None:
+        target.shortfall = _shortfall(value, threshold, comparison == ">=")
+    return target
 
 
 def evaluate_targets(results: Results) -> list[Target]:
     """Return each goal with its measured value and whether this run met it."""
     largest = results.largest
     at = f"at {largest.size:,} sessions"
-    specs = [
-        ("idle", f"idle tick {at}: naive / ours", IDLE_SPEEDUP_GOAL, True, "x"),
-        ("due", f"{largest.due}-due tick {at}: naive / ours", DUE_SPEEDUP_GOAL, True, "x"),
-        ("job", f"{largest.due}-due job batch {at}: naive / job batch", DUE_SPEEDUP_GOAL, True, "x"),
-        ("floor", f"{largest.due}-due tick {at}: ours / floor", FLOOR_RATIO_GOAL, False, "x"),
-        (
-            "growth",
-            f"idle tick, {results.smallest.size:,} -> {largest.size:,} sessions: time growth",
-            GROWTH_GOAL,
-            False,
-            "x",
-        ),
+    tick_goals = [
+        ("idle", f"idle tick {at}: naive / ours", ">=", IDLE_SPEEDUP_GOAL),
+        ("due", f"{largest.due}-due tick {at}: naive / ours", ">=", DUE_SPEEDUP_GOAL),
+        ("job", f"{largest.due}-due job batch {at}: naive / job batch", ">=", DUE_SPEEDUP_GOAL),
+        ("floor", f"{largest.due}-due tick {at}: ours / floor", "<=", FLOOR_RATIO_GOAL),
+        ("growth", f"idle tick, {results.smallest.size:,} -> {largest.size:,} sessions: time growth", "<", GROWTH_GOAL),
     ]
-    targets: list[Target] = []
-    for key, name, threshold, higher, unit in specs:
-        goal = f"{'>=' if higher else '<='} {threshold:,.0f}{unit}"
-        if key == "growth":
-            goal = f"< {threshold:,.0f}{unit}"
-        server = _tick_values(results, key, server=True)
-        end_to_end = _tick_values(results, key, server=False)
-        passed = _judge(server, threshold, higher)
-        if key == "growth" and server is not None:
-            passed = server < threshold
-        target = Target(
+    targets = [
+        _target(
             key,
             name,
-            goal,
-            measured="not measured" if server is None else f"{server:,.2f}{unit}",
-            passed=passed,
-            measured_end_to_end="not measured" if end_to_end is None else f"{end_to_end:,.2f}{unit}",
-            passed_end_to_end=_judge(end_to_end, threshold, higher)
-            if key != "growth" or end_to_end is None
-            else end_to_end < threshold,
+            comparison,
+            threshold,
+            _tick_value(results, key, server=True),
+            _tick_value(results, key, server=False),
+            "x",
         )
-        if passed is False and server is not None:
-            target.shortfall = _shortfall(server, threshold, higher)
-        targets.append(target)
+        for key, name, comparison, threshold in tick_goals
+    ]
 
+    # The catch-up is timed once, end to end.
     rate = p99 = None
     if results.catch_up is not None and results.catch_up.seconds > 0:
         rate = results.catch_up.changed / results.catch_up.seconds
         writes = sorted(results.catch_up.app.all())
         p99 = percentile(writes, 99) if writes else None
-    for key, name, value, threshold, higher in (
-        ("catch_up", "catch-up rate (transitions/s)", rate, CATCH_UP_RATE_GOAL, True),
-        ("app_p99", "app writes during catch-up: p99 (ms)", p99, APP_P99_GOAL_MS, False),
-    ):
-        passed = None if value is None else (value >= threshold if higher else value < threshold)
-        measured = "not measured" if value is None else f"{value:,.2f}"
-        target = Target(
-            key,
-            name,
-            f"{'>=' if higher else '<'} {threshold:,.0f}",
-            measured,
-            passed,
-            measured_end_to_end=measured,
-            passed_end_to_end=passed,
-        )
-        if passed is False and value is not None:
-            target.shortfall = _shortfall(value, threshold, higher)
-        targets.append(target)
+    targets.append(_target("catch_up", "catch-up rate (transitions/s)", ">=", CATCH_UP_RATE_GOAL, rate, rate, ""))
+    targets.append(_target("app_p99", "app writes during catch-up: p99 (ms)", "<", APP_P99_GOAL_MS, p99, p99, ""))
     return targets
 
 

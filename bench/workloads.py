@@ -1,8 +1,9 @@
 """The timed statements: our tick, the naive tick, the floor, and the catch-up.
 
-Each timed call runs in autocommit mode on a warm connection, so its time
+Each timed tick runs in autocommit mode on a warm connection, so its time
 includes the round trip, the statement and the commit (with fsync on a
-durable server), as a pg_cron run pays them.
+durable server), as a pg_cron run pays them. The catch-up runs in a new
+session, as a pg_cron run does.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ HISTORY_TABLE = "session_status_transitions"
 # Every timed statement starts with a marker comment, by which
 # pg_stat_statements (track = top) reports its server execution time.
 OURS_SQL = "/* bench:ours */ SELECT opened, completed FROM advance_session_statuses(%s, NULL)"
-# What each batch of the pg_cron job runs: the same function with a limit.
+# The call of each batch of the pg_cron job: the same function with a limit.
 JOB_BATCH_SQL = "/* bench:job */ SELECT opened, completed FROM advance_session_statuses(%s, %s)"
 # The same batch through the proposed rewrite in bench/candidate.sql.
 CANDIDATE_BATCH_SQL = (
     "/* bench:candidate */ SELECT opened, completed FROM bench_candidate.advance_session_statuses(%s, %s)"
 )
 
-# What many apps run every minute: the instant of each session is rebuilt
+# The naive tick that many apps run every minute. The instant of each session is rebuilt
 # from text on every row, so no index can serve either predicate and both
 # UPDATEs read the whole table. The instant is a parameter here instead of
 # now(), so that both ticks judge at the same instant; the plan is the same.
@@ -49,7 +50,7 @@ WHERE status = 'scheduled'
   AND (session_date || ' ' || start_time)::timestamp <= %s
 """
 
-# The least work any tick can do: change exactly the due rows, found by
+# The minimum work of any tick: change exactly the due rows, found by
 # primary key from a list computed in advance, in one statement.
 FLOOR_UPDATE_SQL = """
 UPDATE sessions AS s SET status = v.status
@@ -101,7 +102,7 @@ def run_naive(conn: psycopg.Connection, as_of: datetime) -> int:
 class Floor:
     """The floor statement for one due set, with the bookkeeping writes our tick makes.
 
-    ``history_rows`` holds the transition history rows that our tick wrote
+    ``history_rows`` contains the transition history rows that our tick wrote
     in a trial run and that no trigger writes for a plain UPDATE; the floor
     inserts them, column by column, in the same statement.
     """
@@ -376,30 +377,30 @@ class CatchUp:
     app: AppWrites
 
 
-def run_catch_up(
-    conninfo: str, conn: psycopg.Connection, as_of: datetime, backlog: int, batch_size: int, *, schema: str = "public"
-) -> CatchUp:
-    """CALL the batching procedure in ``schema`` on the backlog while the app writes in a second connection."""
+def run_catch_up(conninfo: str, as_of: datetime, backlog: int, batch_size: int, *, schema: str = "public") -> CatchUp:
+    """CALL the batching procedure in ``schema`` on the backlog while the app writes in a second connection.
+
+    The CALL runs in a new session, as a pg_cron run does, so the function's
+    plans are not those cached by earlier calls.
+    """
     out = AppWrites()
     stop = threading.Event()
     worker = threading.Thread(target=app_write_loop, args=(conninfo, stop, out), daemon=True)
-    worker.start()
-    # Let the writer reach its steady state before the catch-up starts.
-    time.sleep(0.3)
-    before = {kind: len(values) for kind, values in out.latencies.items()}
-    seconds_ms, _ = time_call(
-        lambda: conn.execute(
-            psycopg.sql.SQL("CALL {}.advance_session_statuses_in_batches(as_of => %s, batch_size => %s)").format(
-                psycopg.sql.Identifier(schema)
-            ),
-            (as_of, batch_size),
-        )
+    call = psycopg.sql.SQL("CALL {}.advance_session_statuses_in_batches(as_of => %s, batch_size => %s)").format(
+        psycopg.sql.Identifier(schema)
     )
-    after = {kind: len(values) for kind, values in out.latencies.items()}
-    stop.set()
-    worker.join()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        worker.start()
+        # Let the writer reach its steady state before the catch-up starts.
+        time.sleep(0.3)
+        before = {kind: len(values) for kind, values in out.latencies.items()}
+        seconds_ms, _ = time_call(lambda: conn.execute(call, (as_of, batch_size)))
+        after = {kind: len(values) for kind, values in out.latencies.items()}
+        stop.set()
+        worker.join()
+        still_due = conn.execute(
+            "SELECT count(*) FROM sessions WHERE status IN ('scheduled', 'open', 'full') AND ends_at <= %s", (as_of,)
+        ).fetchone()[0]  # type: ignore[index]
     during = AppWrites({kind: out.latencies[kind][before[kind] : after[kind]] for kind in out.latencies})
-    still_due = conn.execute(
-        "SELECT count(*) FROM sessions WHERE status IN ('scheduled', 'open', 'full') AND ends_at <= %s", (as_of,)
-    ).fetchone()[0]  # type: ignore[index]
     return CatchUp(backlog=backlog, seconds=seconds_ms / 1000, changed=backlog - int(still_due), app=during)

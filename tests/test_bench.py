@@ -1,4 +1,4 @@
-"""A tiny run of the benchmark, so that it keeps working; its numbers are not checked."""
+"""A tiny run of the benchmark keeps it working. Its numbers are not checked."""
 
 from __future__ import annotations
 
