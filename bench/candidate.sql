@@ -8,8 +8,9 @@
 -- once, as an InitPlan, and the UPDATE finds its rows by primary key. The
 -- installed form, UPDATE ... FROM (WITH due AS (...)) WHERE s.id = due.id,
 -- leaves the join to the planner. With the job's LIMIT of 10,000 it chose,
--- at 100k and 1M sessions, a Hash Join that reads every row of the table
--- whenever anything is due (see docs/benchmarks.md).
+-- at 100k and 1M sessions, a Hash Join or a Merge Join (by work_mem) that
+-- reads every row of the table whenever anything is due (see
+-- docs/benchmarks.md).
 --
 -- Semantics are unchanged: FOR UPDATE re-checks the sub-select's conditions
 -- on the newest version of each row it locks and skips rows that no longer

@@ -168,6 +168,21 @@ def _median(results: Results, scenario: str, method: str, *, server: bool = True
     return format_ms(results.largest.summary(scenario, method, server=server).median)
 
 
+def job_batch_join(results: Results, *, catch_up: bool = False) -> str:
+    """Return the join node of a job batch's completing pass ("Hash Join", ...), or "" without a plan.
+
+    The batch is the one with ``--due`` rows, or with ``catch_up`` the first batch of the catch-up.
+    """
+    for title, plan in results.plans.items():
+        if not (title.startswith("job batch") and title.endswith("completing pass")):
+            continue
+        if ("catch-up" in title) == catch_up:
+            for node in ("Hash Join", "Merge Join", "Nested Loop"):
+                if node in plan:
+                    return node
+    return ""
+
+
 def miss_note(key: str, results: Results) -> str:
     """Return why the target ``key`` can miss and what would close the gap, with this run's numbers."""
     largest = results.largest
@@ -192,12 +207,17 @@ def miss_note(key: str, results: Results) -> str:
             "in the goal, not in the tick. The ratio grows with a larger or uncached naive table; lowering "
             "the floor itself would need a cheaper guard trigger, which would speed up the app's writes too."
         )
+    join = job_batch_join(results)
+    if key == "job" and join == "Nested Loop":
+        return "The job batch found its rows by primary key in this run, so the floor limits it as it limits ours."
     if key == "job":
         return (
             "The pg_cron job calls the function with max_transitions = batch_size. With that LIMIT the "
-            "planner estimates a full batch of due rows and joins them to the table by hashing every row: "
-            "see the Hash Join over a Seq Scan on sessions in the job batch plan below. So whenever anything "
-            f"is due, a batch costs about what the naive tick costs: {_median(results, 'due', 'job')} ms. The "
+            f"planner estimates a full batch of due rows and joins them to the table with a {join or 'join'} "
+            "that reads every row of sessions (see the job batch plan below). The join method depends on "
+            "work_mem: a Hash Join over a Seq Scan with 64MB, a Merge Join over the whole primary key index "
+            "with the default 4MB. So whenever anything is due, a batch costs a full scan: "
+            f"{_median(results, 'due', 'job')} ms. The "
             "candidate in bench/candidate.sql finds the locked rows by primary key "
             "(`WHERE s.id = ANY (ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))`) and takes "
             f"{_median(results, 'due', 'candidate')} ms for the same batch. That change needs a new revision."
@@ -205,8 +225,8 @@ def miss_note(key: str, results: Results) -> str:
     if key == "floor":
         return (
             "Our tick does more per due row than the floor: it finds the rows in the partial index and "
-            "locks them with FOR UPDATE (one more write per row) before it updates them. If the plans show "
-            "a Hash Join over sessions, the candidate in bench/candidate.sql removes it."
+            "locks them with FOR UPDATE (one more write per row) before it updates them. If its plan joins "
+            "the locked rows to all of sessions, the candidate in bench/candidate.sql avoids that join."
         )
     if key == "growth":
         return (
@@ -214,6 +234,7 @@ def miss_note(key: str, results: Results) -> str:
             "dead index entries (the benchmark vacuums between repetitions), cache misses, or a noisy machine."
         )
     if key == "catch_up":
+        join = job_batch_join(results, catch_up=True)
         candidate = results.candidate_catch_up
         measured = (
             f" In this run the candidate cleared the same backlog at "
@@ -221,11 +242,23 @@ def miss_note(key: str, results: Results) -> str:
             if candidate is not None and candidate.seconds > 0
             else ""
         )
+        if join == "Nested Loop":
+            plan = (
+                "In this run the first batch found its rows by primary key (see the catch-up batch plan), so "
+                "the time went into the rows themselves: locking, updating and the guard trigger per row, and "
+                "a WAL flush per batch."
+            )
+        else:
+            plan = (
+                f"In this run the first batch joined its {results.batch_size:,} locked rows to all {size} "
+                f"sessions with a {join or 'join'} (see the catch-up batch plan), so each batch costs a full "
+                "scan and the rate falls as the table grows."
+            )
         return (
-            f"Each batch of the installed function hashes all {size} sessions to join them with its "
-            f"{results.batch_size:,} locked rows (see the job batch plan), so a batch costs a full scan and "
-            "the rate falls as the table grows. The candidate in bench/candidate.sql finds the locked rows by "
-            f"primary key, so a batch costs what its rows cost.{measured} That change needs a new revision."
+            "The installed function leaves the join between its locked rows and sessions to the planner, "
+            "which picks it from the statistics and work_mem. "
+            f"{plan} The candidate in bench/candidate.sql finds the locked rows by primary key in every "
+            f"plan.{measured} That change needs a new revision."
         )
     if key == "app_p99":
         return (

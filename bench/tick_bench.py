@@ -302,7 +302,9 @@ def _run(args: argparse.Namespace, console: Console, sandbox: Sandbox) -> report
         with console.status("collecting plans"):
             results.plans = collect_plans(last_run, results.largest.size, args.batch_size)
         if args.backlog > 0:
-            results.baseline, results.catch_up, results.candidate_catch_up = catch_up(last_run, args, console)
+            results.baseline, results.catch_up, results.candidate_catch_up = catch_up(
+                last_run, args, console, results.plans, results.largest.size
+            )
     finally:
         last_run.close()
         sandbox.drop_database(last_run.dbname)
@@ -311,13 +313,31 @@ def _run(args: argparse.Namespace, console: Console, sandbox: Sandbox) -> report
     return results
 
 
+CATCH_UP_PLAN_TITLE = "job batch (max_transitions {batch_size:,}), catch-up backlog of {backlog:,}, {size:,} sessions"
+
+
 def catch_up(
-    run: SizeRun, args: argparse.Namespace, console: Console
+    run: SizeRun, args: argparse.Namespace, console: Console, plans: dict[str, str], size: int
 ) -> tuple[workloads.AppWrites, workloads.CatchUp, workloads.CatchUp]:
-    """Time the catch-up with the installed procedure, then with the candidate, each under app writes."""
+    """Time the catch-up with the installed procedure, then with the candidate, each under app writes.
+
+    Adds the plans of the installed function's first batch on the backlog to ``plans``.
+    """
     conninfo = run.sandbox.conninfo(run.dbname)
     with console.status("catch-up: preparing the backlog"):
         backlog = workloads.prepare_backlog(run.admin, run.as_of, args.backlog)
+        # The first batch, as a new session plans it, in a rolled-back transaction.
+        with run.sandbox.connect(run.dbname) as fresh:
+            fresh.execute("SET TimeZone = 'UTC'")
+            batch = workloads.explain_function(
+                fresh, lambda: workloads.run_job_batch(fresh, run.as_of, args.batch_size)
+            )
+        title = CATCH_UP_PLAN_TITLE.format(batch_size=args.batch_size, backlog=backlog, size=size)
+        for label, plan in batch.items():
+            plans[f"{title}: {label}"] = plan
+        # VACUUM without ANALYZE, so that the timed run plans with the same statistics.
+        run.admin.execute("VACUUM sessions")
+        run.admin.execute("CHECKPOINT")
     with console.status(f"catch-up: app writes alone for {args.app_seconds:g} s"):
         baseline = workloads.measure_app_writes(conninfo, args.app_seconds)
     outcomes: list[workloads.CatchUp] = []

@@ -86,6 +86,8 @@ def test_bench_plans_show_index_scans(results: report.Results) -> None:
     ours = [plan for title, plan in results.plans.items() if title.startswith("ours")]
     assert any("sessions_due_to_complete_idx" in plan for plan in ours)
     assert any("sessions_due_to_open_idx" in plan for plan in ours)
+    assert markdown.job_batch_join(results)
+    assert markdown.job_batch_join(results, catch_up=True)
     naive = [plan for title, plan in results.plans.items() if title.startswith("naive")]
     assert naive
     assert all("Seq Scan on sessions_naive" in plan for plan in naive)
