@@ -48,22 +48,24 @@ All ticks judge at the same instant, the start of the minute of the load:
 Each tick runs in autocommit mode on a warm connection. It is timed twice:
 from Python around the call, so the time includes the round trip, the
 statement and its commit (fsync on), and on the server by
-pg_stat_statements, which gives the statement's execution time alone. With 0 due nothing is written. With due rows,
-half of them open and half complete. Between repetitions, an UPDATE outside
-the timed section puts them back. It runs with
-`session_replication_role = replica`, so that the guard allows the way back.
-Then `VACUUM (INDEX_CLEANUP ON)` removes the dead rows, so every repetition
-does the same work on a clean table.
-Autovacuum is off for both tables. One untimed round precedes the timed ones.
+pg_stat_statements, which gives the statement's execution time alone.
+
+With 0 due nothing is written. With due rows, half of them open and half
+complete. Between repetitions, an UPDATE outside the timed section puts
+them back. It runs with `session_replication_role = replica`, so that the
+guard allows the way back. Then `VACUUM (INDEX_CLEANUP ON)` removes the dead
+rows, so every repetition does the same work on a clean table. Autovacuum
+is off for both tables. One untimed round precedes the timed ones, and the
+methods alternate within each round.
 
 The catch-up turns the most recently ended completed sessions back into
 missed ones, half open and half scheduled. A new session, as in a pg_cron
 run, then completes them with
 `CALL advance_session_statuses_in_batches(as_of, batch_size)`. Meanwhile a
 second connection books a session (INSERT), marks it full and cancels it,
-in a loop, each write its own transaction. The same
-loop runs alone first, for the baseline. Then the same backlog is restored
-and cleared by the candidate's procedure, under the same app writes.
+in a loop, each write its own transaction. The same loop runs alone first,
+for the baseline. Then the same backlog is restored and cleared by the
+candidate's procedure, under the same app writes.
 """
 
 
@@ -204,8 +206,8 @@ def miss_note(key: str, results: Results) -> str:
             "trigger, a new row version and new index entries per row. This CPU scans the naive table's "
             f"{size} cached rows in {_median(results, 'due', 'naive')} ms. Our tick is within "
             f"{format_ratio(largest.ratio('due', 'ours', 'floor', server=True))} of the floor, so the gap is "
-            "in the goal, not in the tick. The ratio grows with a larger or uncached naive table; lowering "
-            "the floor itself would need a cheaper guard trigger, which would speed up the app's writes too."
+            "in the goal, not in the tick: the floor is the cost of the row changes themselves. The ratio "
+            "grows with a larger or uncached naive table, whose full scan takes longer."
         )
     join = job_batch_join(results)
     if key == "job" and join == "Nested Loop":
@@ -335,13 +337,13 @@ def render(results: Results) -> str:
         "The machine's cores are shared with other workloads, so single timings are noisy; compare the "
         "ratios within one run, whose ticks alternate, and the p10-p90 spread.",
         "",
+        *_targets_section(results),
+        *_tick_section(results),
+        *_catch_up_section(results),
+        *_floor_section(results),
         "## Method",
         "",
         METHOD_TEXT,
-        *_tick_section(results),
-        *_catch_up_section(results),
-        *_targets_section(results),
-        *_floor_section(results),
         "## Plans",
         "",
         "EXPLAIN (ANALYZE, BUFFERS) output; the statements inside the function are logged by auto_explain "

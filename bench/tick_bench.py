@@ -71,7 +71,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=int,
         default=10_000,
-        help="batch_size of the catch-up CALL, as the job uses (default: 10000)",
+        help="max_transitions of the job batch ticks and batch_size of the catch-up CALL (default: 10000, "
+        "the job's default)",
     )
     parser.add_argument(
         "--app-seconds",
