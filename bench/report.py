@@ -88,6 +88,8 @@ class SizeResult:
     timings: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     # Server execution time of the statements, from pg_stat_statements.
     server_timings: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # Server time of our idle tick run a second time right after the timed one.
+    back_to_back: list[float] = field(default_factory=list)
     floor: Floor | None = None
 
     def summary(self, scenario: str, method: str, *, server: bool = False) -> Summary:

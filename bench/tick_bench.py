@@ -212,7 +212,16 @@ def measure_size(
                 if repetition > 0:
                     result.timings[(scenario, method)].append(milliseconds)
                     result.server_timings[(scenario, method)].append(server)
+                if repetition > 0 and (scenario, method) == ("idle", "ours"):
+                    result.back_to_back.append(_time_again(run, tick))
     return result, run
+
+
+def _time_again(run: SizeRun, tick: Callable[[], int]) -> float:
+    """Return the server time of ``tick`` run again at once, with the CPU caches the first run left warm."""
+    server_before = workloads.server_milliseconds(run.admin, "ours")
+    _check("ours idle tick, again", tick(), 0)
+    return workloads.server_milliseconds(run.admin, "ours") - server_before
 
 
 def collect_plans(run: SizeRun, size: int, batch_size: int) -> dict[str, str]:

@@ -48,6 +48,7 @@ def test_bench_measures_every_cell(results: report.Results) -> None:
                 assert len(size.timings[(scenario, method)]) == 1
                 assert len(size.server_timings[(scenario, method)]) == 1
                 assert size.summary(scenario, method).median > 0
+        assert len(size.back_to_back) == 1
 
 
 def test_bench_computes_ratios(results: report.Results) -> None:
