@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# e.g. make bench BENCH_ARGS="--sizes 10000,100000 --repeat 5 --no-write"
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -35,10 +37,14 @@ test: venv system-deps ## Run the whole test suite against a throwaway PostgreSQ
 test-fast: venv system-deps ## Run the tests without the ones that wait for the pg_cron launcher
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: venv system-deps ## Benchmark the tick against a naive tick at 10k-1M sessions; writes docs/benchmarks.md
+	$(BIN)/python -m bench.tick_bench $(BENCH_ARGS)
+
 .PHONY: lint
 lint: venv ## Run ruff and mypy
-	$(BIN)/ruff check session_status migrations tests
-	$(BIN)/ruff format --check session_status migrations tests
+	$(BIN)/ruff check session_status migrations tests bench
+	$(BIN)/ruff format --check session_status migrations tests bench
 	$(BIN)/mypy
 
 .PHONY: clean
