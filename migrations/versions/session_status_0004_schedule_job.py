@@ -49,6 +49,6 @@ def downgrade() -> None:
         )
     settings = migration.current_settings()
     bind = migration.connection()
-    info = pgcron.probe(bind)
+    info = pgcron.probe(bind, settings)
     cron = pgcron.cron_connection(bind, settings, info)
     pgcron.unschedule_job(cron, name=pgcron.job_name(info.current_database), database=info.current_database)
