@@ -244,11 +244,17 @@ def check_privileges(cron: Connection, info: ServerInfo, *, cross_database: bool
         return
     version = installed_version(cron)
     if version is None:
+        guessed = ""
+        if info.preloaded is None:
+            guessed = (
+                f" Role {role!r} may not read cron.database_name, so pg_cron's database was taken to be "
+                f"{database!r}; if it is another database, set cron_database_url to a URL of that database."
+            )
         raise PrivilegeError(
             f"the pg_cron extension is not created in database {database!r} and role {role!r} is not a "
             f"superuser, so it cannot create it. Ask a superuser to run "
             f"`CREATE EXTENSION pg_cron SCHEMA pg_catalog;` in {database!r} and "
-            f"`GRANT USAGE ON SCHEMA cron TO {role};`. Nothing was changed."
+            f"`GRANT USAGE ON SCHEMA cron TO {role};`.{guessed} Nothing was changed."
         )
     if not cron.execute(sa.text("SELECT has_schema_privilege('cron', 'USAGE')")).scalar():
         raise PrivilegeError(
@@ -307,8 +313,19 @@ def schedule_job(
         statement = sa.text("SELECT cron.schedule(CAST(:name AS text), :schedule, :command)")
         params = {"name": name, "schedule": schedule, "command": command}
     else:
-        statement = sa.text("SELECT cron.schedule_in_database(:name, :schedule, :command, :database, :username, true)")
-        params = {"name": name, "schedule": schedule, "command": command, "database": database, "username": username}
+        # pg_cron (1.4 and later) requires superuser for any non-NULL
+        # username, even the caller's own; NULL means the current user.
+        current_user = cron.execute(sa.text("SELECT current_user")).scalar_one()
+        statement = sa.text(
+            "SELECT cron.schedule_in_database(:name, :schedule, :command, :database, CAST(:username AS text), true)"
+        )
+        params = {
+            "name": name,
+            "schedule": schedule,
+            "command": command,
+            "database": database,
+            "username": None if username == current_user else username,
+        }
     jobid = int(cron.execute(statement, params).scalar_one())
     logger.info("scheduled pg_cron job %r (id %s, %r) in database %r", name, jobid, schedule, database)
     return jobid
