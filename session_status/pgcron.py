@@ -309,6 +309,7 @@ def schedule_job(
             f"invalid schedule {schedule!r}: pg_cron {version} supports minute granularity only; "
             "'N seconds' schedules need pg_cron 1.5 or later"
         )
+    params: dict[str, str | None]
     if same_database:
         statement = sa.text("SELECT cron.schedule(CAST(:name AS text), :schedule, :command)")
         params = {"name": name, "schedule": schedule, "command": command}
