@@ -150,7 +150,8 @@ class Sandbox:
 
     def url(self, dbname: str = "postgres", *, driver: str = "postgresql+psycopg", user: str = SUPERUSER) -> str:
         """Return an SQLAlchemy URL for ``dbname`` on this cluster."""
-        return f"{driver}://{user}@{self.host}:{self.port}/{dbname}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{driver}://{user}@{host}:{self.port}/{dbname}"
 
     def conninfo(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
         """Return a libpq connection string for ``dbname`` on this cluster."""
@@ -208,13 +209,18 @@ class Sandbox:
     def start_standby(self) -> Sandbox:
         """Create and start a streaming-replication standby of this running server.
 
-        The standby is a new :class:`Sandbox` with the same settings, on its
-        own port and directory, made by ``pg_basebackup -R`` (which writes
-        ``standby.signal`` and ``primary_conninfo``). It needs
-        ``wal_level = replica`` or higher on this server, PostgreSQL's
-        default, and a replication slot is not used, so the standby falls
-        behind for good if this server recycles WAL it has not received.
-        The caller stops it; :meth:`promote` turns it into a primary.
+        The standby is a new :class:`Sandbox` with the same settings and its
+        own directory, socket directory and port, made by
+        ``pg_basebackup -R`` (which writes ``standby.signal`` and
+        ``primary_conninfo``). pg_cron stores the socket directory
+        (``cron.host``) and port of the server that scheduled a job in
+        ``cron.job.nodename`` and ``nodeport``, so after :meth:`promote` the
+        jobs must be pointed at the standby's before they can run.
+
+        It needs ``wal_level = replica`` or higher on this server,
+        PostgreSQL's default. No replication slot is used, so the standby
+        falls behind for good if this server recycles WAL it has not
+        received. The caller stops it.
         """
         if not self._running:
             raise SandboxError("the primary is not running; start it before creating a standby")

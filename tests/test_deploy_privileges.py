@@ -147,7 +147,7 @@ def test_cross_database_without_execute_names_it(sandbox: Sandbox, database: str
 
 @pytest.mark.parametrize("explicit_url", [False, True], ids=["derived-url", "cron-database-url"])
 def test_cross_database_deploy_as_owner_role(
-    sandbox: Sandbox, database: str, deployer: str, explicit_url: bool
+    sandbox: Sandbox, database: str, deployer: str, explicit_url: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     with sandbox.connect("postgres") as admin:
         admin.execute(f"GRANT USAGE ON SCHEMA cron TO {deployer}")
@@ -158,6 +158,7 @@ def test_cross_database_deploy_as_owner_role(
 
     helpers.upgrade(sandbox.url(database, user=deployer), "head", **x)
     assert_deployed(sandbox, database, "postgres", deployer)
+    assert "the preload of pg_cron is not checked" in caplog.text
 
     helpers.downgrade(sandbox.url(database, user=deployer), "base", **x)
     with sandbox.connect("postgres") as conn:

@@ -80,8 +80,7 @@ def install_audit(conn: psycopg.Connection) -> None:
 
 def insert_open_sessions(conn: psycopg.Connection, count: int, ends_at: datetime) -> None:
     conn.execute(
-        "INSERT INTO sessions (starts_at, ends_at, status) "
-        "SELECT %s, %s, 'open' FROM generate_series(1, %s)",
+        "INSERT INTO sessions (starts_at, ends_at, status) SELECT %s, %s, 'open' FROM generate_series(1, %s)",
         (ends_at - HOUR, ends_at, count),
     )
 
@@ -201,6 +200,7 @@ def test_terminated_tick_keeps_whole_batches(
     tick.join()
 
     assert isinstance(tick.error, psycopg.OperationalError)
+    assert "terminating connection due to administrator command" in str(tick.error)
     assert_batches_atomic(audited_conn)
 
     finish_tick(audited_conn)
@@ -232,6 +232,8 @@ def test_killed_tick_backend_keeps_whole_batches(private_server: Sandbox) -> Non
 
     with connect_when_ready(private_server, APP_DATABASE) as conn:
         assert_batches_atomic(conn)
+        # The launcher is a background worker too; it must come back after the reset.
+        wait_for(lambda: health.launcher_running(conn) is True, timeout=30, what="pg_cron's launcher after the reset")
 
         finish_tick(conn)
         assert status_counts(conn) == {"completed": SESSIONS}
@@ -239,6 +241,14 @@ def test_killed_tick_backend_keeps_whole_batches(private_server: Sandbox) -> Non
 
 
 # -- the server crashes with due sessions pending --------------------------------------
+
+
+def failed_runs(conn: psycopg.Connection, message: str = "connection failed") -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM cron.job_run_details WHERE status = 'failed' AND return_message = %s", (message,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def job_runs(conn: psycopg.Connection, status: str | None = None) -> int:
@@ -327,7 +337,8 @@ def test_failover_runs_job_once_on_promoted_standby() -> None:
         try:
             with standby_server.connect(APP_DATABASE) as standby:
                 assert standby.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
-                assert health.launcher_running(standby) is True
+                # pg_cron starts its launcher only once recovery has ended.
+                assert health.launcher_running(standby) is False
 
                 # Insert right after a minute boundary, so that the primary's
                 # job cannot run before the primary stops a few seconds later.
@@ -341,15 +352,36 @@ def test_failover_runs_job_once_on_promoted_standby() -> None:
 
                 assert status_counts(standby) == {"scheduled": 5}, "the primary's job ran before it stopped"
 
-                # pg_cron's launcher runs on the standby but starts no job in recovery.
                 wait_past_minute_boundary()
                 assert standby.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+                assert health.launcher_running(standby) is False
                 assert status_counts(standby) == {"scheduled": 5}
                 assert job_runs(standby) == runs_on_primary
 
             standby_server.promote()
             with standby_server.connect(APP_DATABASE) as promoted:
                 assert promoted.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+                # The job row still names the old primary's socket directory
+                # and port (see test_job_row_pins_server_port), so its runs
+                # fail until the row is pointed at this server. Real servers
+                # that share cron.host (default 'localhost') and port do not
+                # need this step.
+                wait_for(
+                    lambda: failed_runs(promoted) > 0,
+                    timeout=130,
+                    what="a run against the old primary's address",
+                    interval=1,
+                )
+                assert status_counts(promoted) == {"scheduled": 5}
+                promoted.execute(
+                    "UPDATE cron.job SET nodename = current_setting('cron.host'), "
+                    "nodeport = current_setting('port')::int"
+                )
+                wait_for(
+                    lambda: health.launcher_running(promoted) is True,
+                    timeout=30,
+                    what="pg_cron's launcher on the promoted standby",
+                )
                 wait_for(
                     lambda: status_counts(promoted) == {"open": 5},
                     timeout=130,
@@ -484,3 +516,17 @@ def test_tick_keeps_app_change_made_while_locked(
             assert row == (0, 0)
 
     assert status_counts(app_conn) == {"completed": 2, "cancelled": 1}
+
+
+def test_job_row_pins_server_port(sandbox: Sandbox, cron_conn: psycopg.Connection, database: str) -> None:
+    # pg_cron copies cron.host and the server's port into the job row when it
+    # is scheduled, and connects there on every run. A promoted standby that
+    # listens on another port runs the job against a port where no server is.
+    helpers.upgrade(sandbox.url(database), "head")
+    row = cron_conn.execute(
+        "SELECT nodename, nodeport, current_setting('port')::int FROM cron.job WHERE database = %s", (database,)
+    ).fetchone()
+    assert row is not None
+    nodename, nodeport, server_port = row
+    assert nodeport == server_port
+    assert nodename == str(sandbox.socket_dir)
