@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from session_status import health
 from session_status.sandbox import Sandbox
@@ -444,8 +445,6 @@ def test_launcher_running_unknown_without_stats_role(sandbox: Sandbox, database:
 
 
 def test_launcher_running_accepts_sqlalchemy_connection(sandbox: Sandbox, database: str) -> None:
-    import sqlalchemy as sa
-
     engine = sa.create_engine(sandbox.url(database), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
