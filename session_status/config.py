@@ -34,8 +34,14 @@ MAX_IDENTIFIER_BYTES = 63
 
 # Unquoted-identifier characters only. Quoting would make any character safe,
 # but names that need quoting are a trap for every hand-written query an app
-# runs against the schema, so they are rejected instead.
-_SCHEMA_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# runs against the schema, so they are rejected instead. That rules out
+# upper-case letters (PostgreSQL folds unquoted names to lower case) and
+# reserved words as well.
+_SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+_BATCH_SIZE_PATTERN = re.compile(r"[0-9]{1,10}")
+# pg_cron stores the schedule as text; the longest useful expression (every
+# value listed in all five fields) is about 250 characters.
+MAX_SCHEDULE_LENGTH = 256
 
 _KNOWN_KEYS = ("schema", "schedule", "batch_size", "cron_database_url", "row_level_security", "retention")
 _TRUE = {"1", "true", "yes", "on"}
@@ -62,6 +68,10 @@ class Settings:
         validate_schema_name(self.schema)
         validate_schedule(self.schedule)
         validate_retention(self.retention)
+        if self.cron_database_url is not None:
+            validate_cron_database_url(self.cron_database_url)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ConfigurationError(f"invalid batch_size {self.batch_size!r}: expected a whole number")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ConfigurationError(
                 f"invalid batch_size {self.batch_size}: it must be between 1 and {MAX_BATCH_SIZE}; "
@@ -83,11 +93,14 @@ class Settings:
         if values.get("schedule"):
             kwargs["schedule"] = values["schedule"]
         if values.get("batch_size"):
-            raw = values["batch_size"]
-            try:
-                kwargs["batch_size"] = int(raw)
-            except ValueError:
-                raise ConfigurationError(f"invalid batch_size {raw!r}: expected a whole number") from None
+            raw = values["batch_size"].strip()
+            # int() would also take "1_000", "+5" and non-ASCII digits.
+            if not _BATCH_SIZE_PATTERN.fullmatch(raw):
+                raise ConfigurationError(
+                    f"invalid batch_size {values['batch_size']!r}: expected a whole number between 1 and "
+                    f"{MAX_BATCH_SIZE} written with the digits 0-9"
+                )
+            kwargs["batch_size"] = int(raw)
         if values.get("row_level_security"):
             raw = values["row_level_security"].strip().lower()
             if raw not in _TRUE | _FALSE:
@@ -143,14 +156,41 @@ def validate_schema_name(name: str) -> None:
         )
     if not _SCHEMA_PATTERN.fullmatch(name):
         raise ConfigurationError(
-            f"invalid schema {name!r}: use letters, digits and underscores, starting with a letter or an underscore"
+            f"invalid schema {name!r}: use lower-case letters a-z, digits and underscores, "
+            "starting with a letter or an underscore"
         )
-    if name.lower().startswith("pg_"):
+    if name.startswith("pg_"):
         raise ConfigurationError(f"invalid schema {name!r}: names starting with 'pg_' are reserved by PostgreSQL")
+    if postgresql.dialect().identifier_preparer.quote(name) != name:
+        raise ConfigurationError(
+            f"invalid schema {name!r}: it is a reserved word in SQL and would need quoting in every query; "
+            "choose another name"
+        )
 
 
-_RETENTION_PATTERN = re.compile(r"(?:\s*(\d+)\s*(minutes?|hours?|days?|weeks?|months?|years?))+\s*", re.IGNORECASE)
-_RETENTION_TERM = re.compile(r"(\d+)\s*([a-z]+)", re.IGNORECASE)
+def validate_cron_database_url(url: str) -> None:
+    """Check that ``url`` is a PostgreSQL URL that SQLAlchemy can parse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if any(ord(character) < 32 for character in url):
+        raise ConfigurationError("invalid cron_database_url: it contains control characters")
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise ConfigurationError(f"invalid cron_database_url: {error}") from None
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"invalid cron_database_url: expected a postgresql:// URL, got the scheme {parsed.drivername!r}"
+        )
+    if not parsed.database:
+        raise ConfigurationError("invalid cron_database_url: it names no database; add /DATABASE to the URL")
+
+
+_RETENTION_PATTERN = re.compile(
+    r"(?: *([0-9]{1,6}) *(minutes?|hours?|days?|weeks?|months?|years?))+ *", re.IGNORECASE | re.ASCII
+)
+_RETENTION_TERM = re.compile(r"([0-9]+) *([a-z]+)", re.IGNORECASE | re.ASCII)
 
 
 def validate_retention(retention: str) -> None:
@@ -191,6 +231,12 @@ def validate_schedule(schedule: str) -> None:
     """
     if not isinstance(schedule, str) or not schedule.strip():
         raise ConfigurationError("invalid schedule: it is empty; the default is '* * * * *' (every minute)")
+    if len(schedule) > MAX_SCHEDULE_LENGTH:
+        raise ConfigurationError(
+            f"invalid schedule: {len(schedule)} characters is longer than the limit of {MAX_SCHEDULE_LENGTH}"
+        )
+    if not schedule.isascii() or any(character in schedule for character in "\x00\r\n\t\x0b\x0c"):
+        raise ConfigurationError(f"invalid schedule {schedule!r}: use ASCII characters, with spaces between the fields")
     text = schedule.strip().lower()
     if text in _MACROS or _SECONDS_PATTERN.fullmatch(text):
         return
@@ -217,7 +263,7 @@ def _validate_field(
     def value(token: str) -> int:
         if token in names:
             return names[token]
-        if not token.isdigit():
+        if not (token.isascii() and token.isdigit()):
             raise ConfigurationError(f"invalid schedule {schedule!r}: {name} field has invalid value {token!r}")
         number = int(token)
         if not low <= number <= high:
@@ -226,7 +272,7 @@ def _validate_field(
 
     for part in field_text.split(","):
         base, _, step = part.partition("/")
-        if step and (not step.isdigit() or int(step) == 0):
+        if step and (not (step.isascii() and step.isdigit()) or int(step) == 0):
             raise ConfigurationError(f"invalid schedule {schedule!r}: {name} field has invalid step {step!r}")
         if base == "*":
             continue

@@ -81,7 +81,7 @@ def preflight(settings: Settings) -> tuple[pgcron.ServerInfo, Connection] | None
     """
     if is_offline():
         return None
-    info = pgcron.probe(connection())
+    info = pgcron.probe(connection(), settings)
     pgcron.check_server(info)
     cron = pgcron.cron_connection(connection(), settings, info)
     pgcron.check_privileges(cron, info, cross_database=not info.same_database)

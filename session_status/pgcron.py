@@ -68,7 +68,9 @@ class ServerInfo:
     current_database: str
     current_user: str
     is_superuser: bool
-    preloaded: bool
+    # None when the role may not read shared_preload_libraries (it needs
+    # superuser or pg_read_all_settings): the preload is then not checked.
+    preloaded: bool | None
     cron_database: str
     available_version: str | None
 
@@ -77,51 +79,60 @@ class ServerInfo:
         return self.current_database == self.cron_database
 
 
-def probe(connection: Connection) -> ServerInfo:
+def probe(connection: Connection, settings: Settings | None = None) -> ServerInfo:
     """Read the pg_cron-related facts visible from ``connection``.
 
-    Raises :class:`PrivilegeError` when the role may not read the settings
-    that tell where pg_cron runs.
+    PostgreSQL shows ``shared_preload_libraries`` and ``cron.database_name``
+    only to superusers and members of ``pg_read_all_settings``. For other
+    roles pg_cron's database is inferred: the current database when the
+    extension is created in it, else the database of ``cron_database_url``
+    from ``settings``, else pg_cron's default ``postgres``.
     """
-    # Since PostgreSQL 15 shared_preload_libraries and cron.database_name
-    # are readable only by superusers and members of pg_read_all_settings;
-    # reading them otherwise fails with a bare "must be superuser" error.
-    role, allowed = connection.execute(
-        sa.text(
-            "SELECT current_user, "
-            "       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
-            "       OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
-        )
-    ).one()
-    if not allowed:
-        raise PrivilegeError(
-            f"role {role!r} may not read shared_preload_libraries and cron.database_name, which tell "
-            f"where pg_cron runs. A superuser must run `GRANT pg_read_all_settings TO {role};`. "
-            "Nothing was changed."
-        )
     row = connection.execute(
         sa.text(
             "SELECT current_database(), current_user, "
             "       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
-            "       current_setting('shared_preload_libraries'), "
-            "       current_setting('cron.database_name', true), "
-            "       (SELECT default_version FROM pg_available_extensions WHERE name = 'pg_cron')"
+            "       pg_has_role(current_user, 'pg_read_all_settings', 'USAGE'), "
+            "       (SELECT default_version FROM pg_available_extensions WHERE name = 'pg_cron'), "
+            "       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')"
         )
     ).one()
-    libraries = [lib.strip().strip('"') for lib in (row[3] or "").split(",")]
+    current_database, current_user, is_superuser, reads_settings, available_version, installed_here = row
+    if is_superuser or reads_settings:
+        preload_setting, cron_database = connection.execute(
+            sa.text("SELECT current_setting('shared_preload_libraries'), current_setting('cron.database_name', true)")
+        ).one()
+        libraries = [lib.strip().strip('"') for lib in (preload_setting or "").split(",")]
+        preloaded: bool | None = "pg_cron" in libraries
+        cron_database = cron_database or DEFAULT_CRON_DATABASE
+    else:
+        preloaded = None
+        if installed_here:
+            cron_database = current_database
+        elif settings is not None and settings.cron_database_url:
+            cron_database = cron_database_url(connection, settings, None).database or DEFAULT_CRON_DATABASE
+        else:
+            cron_database = DEFAULT_CRON_DATABASE
+        logger.warning(
+            "role %r may not read shared_preload_libraries or cron.database_name (it needs superuser or "
+            "pg_read_all_settings), so the preload of pg_cron is not checked and pg_cron's database is "
+            "taken to be %r",
+            current_user,
+            cron_database,
+        )
     return ServerInfo(
-        current_database=row[0],
-        current_user=row[1],
-        is_superuser=bool(row[2]),
-        preloaded="pg_cron" in libraries,
-        cron_database=row[4] or DEFAULT_CRON_DATABASE,
-        available_version=row[5],
+        current_database=current_database,
+        current_user=current_user,
+        is_superuser=bool(is_superuser),
+        preloaded=preloaded,
+        cron_database=cron_database,
+        available_version=available_version,
     )
 
 
 def check_server(info: ServerInfo) -> None:
     """Raise :class:`PreflightError` unless pg_cron is preloaded and recent enough."""
-    if not info.preloaded:
+    if info.preloaded is False:
         raise PreflightError(
             "pg_cron is not loaded by this server: 'pg_cron' is missing from shared_preload_libraries. "
             "Add it (shared_preload_libraries = 'pg_cron' in postgresql.conf, or the parameter group "
@@ -174,7 +185,7 @@ def cron_connection(connection: Connection, settings: Settings, info: ServerInfo
     return cron
 
 
-def cron_database_url(connection: Connection, settings: Settings, info: ServerInfo) -> sa.engine.URL:
+def cron_database_url(connection: Connection, settings: Settings, info: ServerInfo | None) -> sa.engine.URL:
     """Return the URL of pg_cron's database: the configured one, or the app URL with the database swapped."""
     if settings.cron_database_url:
         try:
@@ -182,6 +193,7 @@ def cron_database_url(connection: Connection, settings: Settings, info: ServerIn
         except sa.exc.ArgumentError as error:
             raise ConfigurationError(f"invalid cron_database_url: {error}") from None
         return url
+    assert info is not None, "info is required when cron_database_url is not set"
     return connection.engine.url.set(database=info.cron_database)
 
 
@@ -232,10 +244,17 @@ def check_privileges(cron: Connection, info: ServerInfo, *, cross_database: bool
         return
     version = installed_version(cron)
     if version is None:
+        guessed = ""
+        if info.preloaded is None:
+            guessed = (
+                f" Role {role!r} may not read cron.database_name, so pg_cron's database was taken to be "
+                f"{database!r}; if it is another database, set cron_database_url to a URL of that database."
+            )
         raise PrivilegeError(
             f"the pg_cron extension is not created in database {database!r} and role {role!r} is not a "
-            f"superuser, so it cannot create it. Ask a superuser to run `CREATE EXTENSION pg_cron;` in "
-            f"{database!r} and `GRANT USAGE ON SCHEMA cron TO {role};`. Nothing was changed."
+            f"superuser, so it cannot create it. Ask a superuser to run "
+            f"`CREATE EXTENSION pg_cron SCHEMA pg_catalog;` in {database!r} and "
+            f"`GRANT USAGE ON SCHEMA cron TO {role};`.{guessed} Nothing was changed."
         )
     if not cron.execute(sa.text("SELECT has_schema_privilege('cron', 'USAGE')")).scalar():
         raise PrivilegeError(
@@ -290,13 +309,14 @@ def schedule_job(
             f"invalid schedule {schedule!r}: pg_cron {version} supports minute granularity only; "
             "'N seconds' schedules need pg_cron 1.5 or later"
         )
+    params: dict[str, str | None]
     if same_database:
         statement = sa.text("SELECT cron.schedule(CAST(:name AS text), :schedule, :command)")
         params: dict[str, str | None] = {"name": name, "schedule": schedule, "command": command}
     else:
-        # pg_cron 1.4 rejects any non-NULL username from a non-superuser, even
-        # the caller's own name, so the caller's own jobs pass NULL (current_user).
-        cron_role = cron.execute(sa.text("SELECT current_user")).scalar_one()
+        # pg_cron (1.4 and later) requires superuser for any non-NULL
+        # username, even the caller's own; NULL means the current user.
+        current_user = cron.execute(sa.text("SELECT current_user")).scalar_one()
         statement = sa.text(
             "SELECT cron.schedule_in_database(:name, :schedule, :command, :database, CAST(:username AS text), true)"
         )
@@ -305,7 +325,7 @@ def schedule_job(
             "schedule": schedule,
             "command": command,
             "database": database,
-            "username": None if username == cron_role else username,
+            "username": None if username == current_user else username,
         }
     jobid = int(cron.execute(statement, params).scalar_one())
     logger.info("scheduled pg_cron job %r (id %s, %r) in database %r", name, jobid, schedule, database)

@@ -150,7 +150,8 @@ class Sandbox:
 
     def url(self, dbname: str = "postgres", *, driver: str = "postgresql+psycopg", user: str = SUPERUSER) -> str:
         """Return an SQLAlchemy URL for ``dbname`` on this cluster."""
-        return f"{driver}://{user}@{self.host}:{self.port}/{dbname}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{driver}://{user}@{host}:{self.port}/{dbname}"
 
     def conninfo(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
         """Return a libpq connection string for ``dbname`` on this cluster."""
@@ -192,14 +193,7 @@ class Sandbox:
                 "or run `make system-deps`"
             )
 
-        self._workdir = Path(tempfile.mkdtemp(prefix="session-status-pg-"))
-        self.socket_dir.mkdir()
-        if os.geteuid() == 0:
-            entry = pwd.getpwnam(SERVER_OS_USER_WHEN_ROOT)
-            for path in (self._workdir, self.socket_dir):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        os.chmod(self._workdir, 0o700 if os.geteuid() != 0 else 0o755)
-
+        self._make_workdir()
         self._run_server_command(
             "initdb",
             ["-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
@@ -211,6 +205,60 @@ class Sandbox:
         self._running = True
         logger.info("sandbox PostgreSQL started on %s:%s (data in %s)", self.host, self.port, self.datadir)
         return self
+
+    def start_standby(self) -> Sandbox:
+        """Create and start a streaming-replication standby of this running server.
+
+        The standby is a new :class:`Sandbox` with the same settings and its
+        own directory, socket directory and port, made by
+        ``pg_basebackup -R`` (which writes ``standby.signal`` and
+        ``primary_conninfo``). pg_cron stores the socket directory
+        (``cron.host``) and port of the server that scheduled a job in
+        ``cron.job.nodename`` and ``nodeport``, so after :meth:`promote` the
+        jobs must be pointed at the standby's before they can run.
+
+        It needs ``wal_level = replica`` or higher on this server,
+        PostgreSQL's default. No replication slot is used, so the standby
+        falls behind for good if this server recycles WAL it has not
+        received. The caller stops it.
+        """
+        if not self._running:
+            raise SandboxError("the primary is not running; start it before creating a standby")
+        standby = Sandbox(
+            cron_database=self.cron_database,
+            preload_pg_cron=self.preload_pg_cron,
+            durable=self.durable,
+            settings=dict(self.settings),
+            bindir=self.bindir,
+            host=self.host,
+        )
+        standby._make_workdir()
+        standby._run_server_command(
+            "pg_basebackup",
+            [
+                "-D", str(standby.datadir),
+                "-h", self.host,
+                "-p", str(self.port),
+                "-U", SUPERUSER,
+                "-R",
+                "-X", "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+        )  # fmt: skip
+        # postgresql.conf came from the primary; settings appended later win.
+        standby._write_settings()
+        standby.port = _free_port()
+        standby._write_port()
+        standby._pg_ctl_start()
+        standby._running = True
+        logger.info("sandbox standby of port %s started on %s:%s", self.port, standby.host, standby.port)
+        return standby
+
+    def promote(self) -> None:
+        """Promote this standby to a primary and wait until it accepts writes."""
+        self._run_server_command("pg_ctl", ["promote", "-D", str(self.datadir), "-w", "-t", "60"])
+        logger.info("sandbox on port %s promoted", self.port)
 
     def stop(self, *, mode: str = "fast", remove: bool = True) -> None:
         """Stop the server (``mode`` as in ``pg_ctl stop -m``) and delete its files."""
@@ -272,6 +320,15 @@ class Sandbox:
             result["cron.host"] = f"'{self.socket_dir}'"
         result.update(self.settings)
         return result
+
+    def _make_workdir(self) -> None:
+        self._workdir = Path(tempfile.mkdtemp(prefix="session-status-pg-"))
+        self.socket_dir.mkdir()
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(SERVER_OS_USER_WHEN_ROOT)
+            for path in (self._workdir, self.socket_dir):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        os.chmod(self._workdir, 0o700 if os.geteuid() != 0 else 0o755)
 
     def _write_settings(self) -> None:
         lines = [f"{name} = {value}" for name, value in self.server_settings().items()]

@@ -33,7 +33,8 @@ def alembic_config(url: str, x: Mapping[str, str] | None = None) -> Config:
     """Return the repository's Alembic config pointed at ``url``, with ``-x`` arguments."""
     options = argparse.Namespace(x=[f"{key}={value}" for key, value in (x or {}).items()])
     config = Config(str(ALEMBIC_INI), cmd_opts=options)
-    config.set_main_option("sqlalchemy.url", url)
+    # Config values go through ConfigParser interpolation, where % is written %%.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
     return config
 

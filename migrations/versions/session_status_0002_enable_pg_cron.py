@@ -30,7 +30,9 @@ def upgrade() -> None:
     if info.same_database:
         migration.execute_sql_file("0002_enable_pg_cron.upgrade.sql", settings)
     else:
-        cron.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_cron"))
+        # The same statement as 0002_enable_pg_cron.upgrade.sql, whose comment
+        # says why the extension is registered in pg_catalog.
+        cron.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_cron SCHEMA pg_catalog"))
 
 
 def downgrade() -> None:

@@ -23,4 +23,8 @@ BEGIN
 END
 $do$;
 
-CREATE EXTENSION IF NOT EXISTS pg_cron;
+-- pg_cron 1.4 puts its objects in schema cron, which its script creates,
+-- but its control file names no schema, so without SCHEMA the extension
+-- itself would be registered in the first schema of search_path (usually
+-- public). pg_catalog keeps public free of extensions.
+CREATE EXTENSION IF NOT EXISTS pg_cron SCHEMA pg_catalog;
