@@ -24,7 +24,15 @@
 -- for, and are picked up by a later call. Each row is re-checked after it is
 -- locked, so a change the app committed meanwhile (cancelled, full) is kept,
 -- and two concurrent calls never apply the same transition twice. The tick
--- never waits for a row lock, so it takes no part in a deadlock.
+-- never waits for a row lock, so it takes no part in a deadlock. Rows are
+-- locked FOR NO KEY UPDATE, the lock an UPDATE of a non-key column takes,
+-- so an app transaction that inserts a row referencing a session (its
+-- foreign key check holds FOR KEY SHARE) does not make the tick skip it.
+--
+-- Each pass collects the due ids first and updates them by primary key.
+-- Joining the locked rows back to sessions in one UPDATE ... FROM lets the
+-- planner choose a merge or hash join over the whole table when the limit
+-- is large, which makes the job's batches cost the table size.
 CREATE FUNCTION {{schema}}.advance_session_statuses(
     as_of timestamptz DEFAULT now(),
     max_transitions integer DEFAULT NULL,
@@ -49,38 +57,34 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    WITH due AS (
-        SELECT s.id
-        FROM {{schema}}.sessions AS s
-        WHERE s.status IN ('scheduled', 'open', 'full')
-          AND s.ends_at <= as_of
-        ORDER BY s.ends_at
-        LIMIT v_remaining
-        FOR UPDATE SKIP LOCKED
-    )
     UPDATE {{schema}}.sessions AS s
     SET status = 'completed'
-    FROM due
-    WHERE s.id = due.id;
+    WHERE s.id = ANY (ARRAY(
+        SELECT d.id
+        FROM {{schema}}.sessions AS d
+        WHERE d.status IN ('scheduled', 'open', 'full')
+          AND d.ends_at <= as_of
+        ORDER BY d.ends_at
+        LIMIT v_remaining
+        FOR NO KEY UPDATE SKIP LOCKED
+    ));
     GET DIAGNOSTICS completed = ROW_COUNT;
 
     v_remaining := v_remaining - completed;
     opened := 0;
     IF v_remaining > 0 THEN
-        WITH due AS (
-            SELECT s.id
-            FROM {{schema}}.sessions AS s
-            WHERE s.status = 'scheduled'
-              AND s.starts_at <= as_of
-              AND s.ends_at > as_of
-            ORDER BY s.starts_at
-            LIMIT v_remaining
-            FOR UPDATE SKIP LOCKED
-        )
         UPDATE {{schema}}.sessions AS s
         SET status = 'open'
-        FROM due
-        WHERE s.id = due.id;
+        WHERE s.id = ANY (ARRAY(
+            SELECT d.id
+            FROM {{schema}}.sessions AS d
+            WHERE d.status = 'scheduled'
+              AND d.starts_at <= as_of
+              AND d.ends_at > as_of
+            ORDER BY d.starts_at
+            LIMIT v_remaining
+            FOR NO KEY UPDATE SKIP LOCKED
+        ));
         GET DIAGNOSTICS opened = ROW_COUNT;
     END IF;
 END
@@ -129,7 +133,9 @@ BEGIN
         COMMIT;
         EXIT WHEN v_result.opened + v_result.completed < batch_size;
     END LOOP;
-    RAISE LOG 'session-status: advanced sessions as of %: % opened, % completed', v_as_of, v_opened, v_completed;
+    IF v_opened + v_completed > 0 THEN
+        RAISE LOG 'session-status: advanced sessions as of %: % opened, % completed', v_as_of, v_opened, v_completed;
+    END IF;
 END
 $procedure$;
 

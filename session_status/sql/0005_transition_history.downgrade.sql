@@ -47,38 +47,34 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    WITH due AS (
-        SELECT s.id
-        FROM %1$s.sessions AS s
-        WHERE s.status IN ('scheduled', 'open', 'full')
-          AND s.ends_at <= as_of
-        ORDER BY s.ends_at
-        LIMIT v_remaining
-        FOR UPDATE SKIP LOCKED
-    )
     UPDATE %1$s.sessions AS s
     SET status = 'completed'
-    FROM due
-    WHERE s.id = due.id;
+    WHERE s.id = ANY (ARRAY(
+        SELECT d.id
+        FROM %1$s.sessions AS d
+        WHERE d.status IN ('scheduled', 'open', 'full')
+          AND d.ends_at <= as_of
+        ORDER BY d.ends_at
+        LIMIT v_remaining
+        FOR NO KEY UPDATE SKIP LOCKED
+    ));
     GET DIAGNOSTICS completed = ROW_COUNT;
 
     v_remaining := v_remaining - completed;
     opened := 0;
     IF v_remaining > 0 THEN
-        WITH due AS (
-            SELECT s.id
-            FROM %1$s.sessions AS s
-            WHERE s.status = 'scheduled'
-              AND s.starts_at <= as_of
-              AND s.ends_at > as_of
-            ORDER BY s.starts_at
-            LIMIT v_remaining
-            FOR UPDATE SKIP LOCKED
-        )
         UPDATE %1$s.sessions AS s
         SET status = 'open'
-        FROM due
-        WHERE s.id = due.id;
+        WHERE s.id = ANY (ARRAY(
+            SELECT d.id
+            FROM %1$s.sessions AS d
+            WHERE d.status = 'scheduled'
+              AND d.starts_at <= as_of
+              AND d.ends_at > as_of
+            ORDER BY d.starts_at
+            LIMIT v_remaining
+            FOR NO KEY UPDATE SKIP LOCKED
+        ));
         GET DIAGNOSTICS opened = ROW_COUNT;
     END IF;
 END

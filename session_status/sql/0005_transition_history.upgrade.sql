@@ -72,6 +72,10 @@ $do$;
 -- for, and are picked up by a later call. Each row is re-checked after it is
 -- locked, so a change the app committed meanwhile (cancelled, full) is kept,
 -- and two concurrent calls never apply the same transition twice.
+-- Rows are locked FOR NO KEY UPDATE, so an app insert that references a
+-- session through a foreign key (FOR KEY SHARE) does not make the tick skip
+-- it. Each pass collects the due ids first and updates them by primary key,
+-- so no join over the whole table can enter the plan.
 -- NOTE: the EXCLUSIVE lock on session_status_transitions (see the table)
 -- makes a second concurrent tick wait until the first one's transaction
 -- ends. The tick still never waits for a row lock of sessions, so a
@@ -105,6 +109,9 @@ DECLARE
     v_last_id bigint;
     v_batch_first_id bigint;
     v_batch_last_id bigint;
+    v_ids bigint[];
+    v_from_statuses text[];
+    v_due_ats timestamptz[];
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'invalid as_of %: expected a finite timestamptz', coalesce(as_of::text, 'NULL')
@@ -118,60 +125,68 @@ BEGIN
 
     LOCK TABLE {{schema}}.session_status_transitions IN EXCLUSIVE MODE;
 
-    WITH due AS (
-        SELECT s.id, s.status
+    -- Completing pass: lock the due rows and keep their old status, then
+    -- update them by primary key and record them in due order.
+    SELECT coalesce(array_agg(d.id ORDER BY d.ends_at, d.id), '{}'),
+           coalesce(array_agg(d.status ORDER BY d.ends_at, d.id), '{}'),
+           coalesce(array_agg(d.ends_at ORDER BY d.ends_at, d.id), '{}')
+    INTO v_ids, v_from_statuses, v_due_ats
+    FROM (
+        SELECT s.id, s.status, s.ends_at
         FROM {{schema}}.sessions AS s
         WHERE s.status IN ('scheduled', 'open', 'full')
           AND s.ends_at <= as_of
         ORDER BY s.ends_at
         LIMIT v_remaining
-        FOR UPDATE SKIP LOCKED
-    ),
-    changed AS (
-        UPDATE {{schema}}.sessions AS s
-        SET status = 'completed'
-        FROM due
-        WHERE s.id = due.id
-        RETURNING s.id AS session_id, due.status AS from_status, s.status AS to_status, s.ends_at AS due_at
-    ),
-    recorded AS (
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) AS d;
+
+    UPDATE {{schema}}.sessions AS s
+    SET status = 'completed'
+    WHERE s.id = ANY (v_ids);
+    GET DIAGNOSTICS completed = ROW_COUNT;
+
+    WITH recorded AS (
         INSERT INTO {{schema}}.session_status_transitions (session_id, from_status, to_status, due_at, as_of)
-        SELECT c.session_id, c.from_status, c.to_status, c.due_at, as_of
-        FROM changed AS c
-        ORDER BY c.due_at, c.session_id
+        SELECT t.session_id, t.from_status, 'completed', t.due_at, as_of
+        FROM unnest(v_ids, v_from_statuses, v_due_ats) WITH ORDINALITY AS t(session_id, from_status, due_at, ordinal)
+        ORDER BY t.ordinal
         RETURNING id
     )
-    SELECT count(*), min(r.id), max(r.id) INTO completed, v_first_id, v_last_id
+    SELECT min(r.id), max(r.id) INTO v_first_id, v_last_id
     FROM recorded AS r;
 
     v_remaining := v_remaining - completed;
     opened := 0;
     IF v_remaining > 0 THEN
-        WITH due AS (
-            SELECT s.id, s.status
+        -- Opening pass: every locked row is 'scheduled', so no old status is kept.
+        SELECT coalesce(array_agg(d.id ORDER BY d.starts_at, d.id), '{}'),
+               coalesce(array_agg(d.starts_at ORDER BY d.starts_at, d.id), '{}')
+        INTO v_ids, v_due_ats
+        FROM (
+            SELECT s.id, s.starts_at
             FROM {{schema}}.sessions AS s
             WHERE s.status = 'scheduled'
               AND s.starts_at <= as_of
               AND s.ends_at > as_of
             ORDER BY s.starts_at
             LIMIT v_remaining
-            FOR UPDATE SKIP LOCKED
-        ),
-        changed AS (
-            UPDATE {{schema}}.sessions AS s
-            SET status = 'open'
-            FROM due
-            WHERE s.id = due.id
-            RETURNING s.id AS session_id, due.status AS from_status, s.status AS to_status, s.starts_at AS due_at
-        ),
-        recorded AS (
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS d;
+
+        UPDATE {{schema}}.sessions AS s
+        SET status = 'open'
+        WHERE s.id = ANY (v_ids);
+        GET DIAGNOSTICS opened = ROW_COUNT;
+
+        WITH recorded AS (
             INSERT INTO {{schema}}.session_status_transitions (session_id, from_status, to_status, due_at, as_of)
-            SELECT c.session_id, c.from_status, c.to_status, c.due_at, as_of
-            FROM changed AS c
-            ORDER BY c.due_at, c.session_id
+            SELECT t.session_id, 'scheduled', 'open', t.due_at, as_of
+            FROM unnest(v_ids, v_due_ats) WITH ORDINALITY AS t(session_id, due_at, ordinal)
+            ORDER BY t.ordinal
             RETURNING id
         )
-        SELECT count(*), min(r.id), max(r.id) INTO opened, v_batch_first_id, v_batch_last_id
+        SELECT min(r.id), max(r.id) INTO v_batch_first_id, v_batch_last_id
         FROM recorded AS r;
         v_first_id := coalesce(v_first_id, v_batch_first_id);
         v_last_id := coalesce(v_batch_last_id, v_last_id);
