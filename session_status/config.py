@@ -127,7 +127,8 @@ class Settings:
             for key in config.file_config.defaults():
                 merged.pop(key, None)
         x_arguments = context.get_x_argument(as_dictionary=True)
-        merged.update({key: value for key, value in x_arguments.items() if key in _KNOWN_KEYS})
+        # An empty -x value (an unset shell variable, say) leaves the ini value in force.
+        merged.update({key: value for key, value in x_arguments.items() if key in _KNOWN_KEYS and value})
         return cls.from_mapping(merged)
 
     def quoted_schema(self) -> str:
@@ -237,9 +238,12 @@ def validate_schedule(schedule: str) -> None:
         )
     if not schedule.isascii() or any(character in schedule for character in "\x00\r\n\t\x0b\x0c"):
         raise ConfigurationError(f"invalid schedule {schedule!r}: use ASCII characters, with spaces between the fields")
-    text = schedule.strip().lower()
+    text = schedule.strip()
+    # pg_cron compares macros and the word 'seconds' case-sensitively.
     if text in _MACROS or _SECONDS_PATTERN.fullmatch(text):
         return
+    if text.lower() in _MACROS or _SECONDS_PATTERN.fullmatch(text.lower()):
+        raise ConfigurationError(f"invalid schedule {schedule!r}: write it in lower case, as {text.lower()!r}")
     if text == "@reboot":
         raise ConfigurationError(
             "invalid schedule '@reboot': the job must run periodically; use a cron expression such as '* * * * *'"
@@ -261,8 +265,8 @@ def _validate_field(
     low, high = bounds
 
     def value(token: str) -> int:
-        if token in names:
-            return names[token]
+        if token.lower() in names:
+            return names[token.lower()]
         if not (token.isascii() and token.isdigit()):
             raise ConfigurationError(f"invalid schedule {schedule!r}: {name} field has invalid value {token!r}")
         number = int(token)
@@ -277,6 +281,13 @@ def _validate_field(
         if base == "*":
             continue
         start, dash, end = base.partition("-")
+        if step and not dash:
+            # As in Vixie cron, which pg_cron's parser comes from, a step
+            # follows '*' or a range, never a single value.
+            raise ConfigurationError(
+                f"invalid schedule {schedule!r}: {name} field {part!r} has a step after a single value; "
+                f"write '*/{step}' or a range such as '{start}-{high}/{step}'"
+            )
         first = value(start)
         if dash and value(end) < first:
             raise ConfigurationError(f"invalid schedule {schedule!r}: {name} range {base!r} runs backwards")

@@ -85,6 +85,7 @@ def preflight(settings: Settings) -> tuple[pgcron.ServerInfo, Connection] | None
     pgcron.check_server(info)
     cron = pgcron.cron_connection(connection(), settings, info)
     pgcron.check_privileges(cron, info, cross_database=not info.same_database)
+    pgcron.check_installed_version(cron)
     return info, cron
 
 

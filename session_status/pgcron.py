@@ -102,7 +102,10 @@ def probe(connection: Connection, settings: Settings | None = None) -> ServerInf
         preload_setting, cron_database = connection.execute(
             sa.text("SELECT current_setting('shared_preload_libraries'), current_setting('cron.database_name', true)")
         ).one()
-        libraries = [lib.strip().strip('"') for lib in (preload_setting or "").split(",")]
+        # Entries may be paths such as '$libdir/pg_cron' or 'pg_cron.so'.
+        libraries = [
+            lib.strip().strip('"').rsplit("/", 1)[-1].removesuffix(".so") for lib in (preload_setting or "").split(",")
+        ]
         preloaded: bool | None = "pg_cron" in libraries
         cron_database = cron_database or DEFAULT_CRON_DATABASE
     else:
@@ -179,10 +182,45 @@ def cron_connection(connection: Connection, settings: Settings, info: ServerInfo
             "Set -x cron_database_url=URL (or cron_database_url in [session_status]) to a URL that "
             "reaches it. Nothing was changed."
         ) from error
+    try:
+        _check_same_server(connection, cron, info, url)
+    except Exception:
+        cron.close()
+        engine.dispose()
+        raise
     connection.info[_CRON_CONNECTION_KEY] = cron
     _follow_transaction(connection, cron)
     logger.info("connected to pg_cron's database %r for cross-database scheduling", info.cron_database)
     return cron
+
+
+def _check_same_server(connection: Connection, cron: Connection, info: ServerInfo, url: sa.engine.URL) -> None:
+    """Raise unless ``cron`` reaches pg_cron's database on the server of ``connection``."""
+    shown = url.render_as_string(hide_password=True)
+    reached = cron.execute(sa.text("SELECT current_database()")).scalar_one()
+    if reached != info.cron_database:
+        raise ConfigurationError(
+            f"invalid cron_database_url {shown}: it connects to database {reached!r}, but pg_cron runs in "
+            f"{info.cron_database!r} (cron.database_name). Point it at that database. Nothing was changed."
+        )
+    identifiers = []
+    for conn in (connection, cron):
+        try:
+            with conn.begin_nested():
+                identifiers.append(
+                    conn.execute(sa.text("SELECT system_identifier FROM pg_catalog.pg_control_system()")).scalar()
+                )
+        except sa.exc.DBAPIError:
+            # Some servers and roles may not call pg_control_system(); the
+            # database name check above is then the only one.
+            logger.debug("cannot read the system identifier to compare the two servers")
+            return
+    if identifiers[0] != identifiers[1]:
+        raise ConfigurationError(
+            f"invalid cron_database_url {shown}: it reaches another PostgreSQL server than the app database "
+            "(their system identifiers differ). pg_cron must run the job on the app's own server. "
+            "Nothing was changed."
+        )
 
 
 def cron_database_url(connection: Connection, settings: Settings, info: ServerInfo | None) -> sa.engine.URL:
@@ -234,6 +272,17 @@ def _follow_transaction(connection: Connection, cron: Connection) -> None:
 
 def installed_version(cron: Connection) -> str | None:
     return cron.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'")).scalar()
+
+
+def check_installed_version(cron: Connection) -> None:
+    """Raise :class:`PreflightError` when the created pg_cron extension is older than 1.4."""
+    version = installed_version(cron)
+    if version is not None and parse_version(version) < MIN_VERSION:
+        database_name = cron.execute(sa.text("SELECT current_database()")).scalar_one()
+        raise PreflightError(
+            f"the pg_cron extension in database {database_name!r} is at version {version}, but session-status "
+            f"needs 1.4 or later; run `ALTER EXTENSION pg_cron UPDATE;` there. Nothing was changed."
+        )
 
 
 def check_privileges(cron: Connection, info: ServerInfo, *, cross_database: bool) -> None:
@@ -300,11 +349,14 @@ def schedule_job(
 ) -> int:
     """Create or replace the job ``name``; pg_cron keeps one job per name and role."""
     version = installed_version(cron)
-    if (
-        version
-        and re.fullmatch(r"\d+ seconds?", schedule.strip())
-        and parse_version(version) < SECONDS_SCHEDULE_VERSION
-    ):
+    if version is None:
+        database_name = cron.execute(sa.text("SELECT current_database()")).scalar_one()
+        raise PreflightError(
+            f"the pg_cron extension does not exist in database {database_name!r}, so the job cannot be "
+            "scheduled. Create it (`CREATE EXTENSION pg_cron SCHEMA pg_catalog;` as a superuser) or run the "
+            "migrations from session_status_0002 again. Nothing was changed."
+        )
+    if re.fullmatch(r"[0-9]+ seconds?", schedule.strip()) and parse_version(version) < SECONDS_SCHEDULE_VERSION:
         raise ConfigurationError(
             f"invalid schedule {schedule!r}: pg_cron {version} supports minute granularity only; "
             "'N seconds' schedules need pg_cron 1.5 or later"
@@ -312,7 +364,7 @@ def schedule_job(
     params: dict[str, str | None]
     if same_database:
         statement = sa.text("SELECT cron.schedule(CAST(:name AS text), :schedule, :command)")
-        params: dict[str, str | None] = {"name": name, "schedule": schedule, "command": command}
+        params = {"name": name, "schedule": schedule, "command": command}
     else:
         # pg_cron (1.4 and later) requires superuser for any non-NULL
         # username, even the caller's own; NULL means the current user.
@@ -336,12 +388,23 @@ def unschedule_job(cron: Connection, *, name: str, database: str) -> bool:
     """Remove the job ``name`` that runs in ``database``; return False when there was none."""
     if installed_version(cron) is None:
         return False
-    job = find_job(cron, name, database)
-    if job is None:
+    # Every role sees only its own jobs in cron.job unless it is a superuser;
+    # all the visible jobs of this name and database are removed, so a job
+    # scheduled again by another role (after a stamp, say) does not survive.
+    jobids = (
+        cron.execute(
+            sa.text("SELECT jobid FROM cron.job WHERE jobname = :name AND database = :database ORDER BY jobid"),
+            {"name": name, "database": database},
+        )
+        .scalars()
+        .all()
+    )
+    if not jobids:
         logger.info("pg_cron job %r was already removed", name)
         return False
-    cron.execute(sa.text("SELECT cron.unschedule(CAST(:jobid AS bigint))"), {"jobid": job["jobid"]})
-    logger.info("unscheduled pg_cron job %r (id %s)", name, job["jobid"])
+    for jobid in jobids:
+        cron.execute(sa.text("SELECT cron.unschedule(CAST(:jobid AS bigint))"), {"jobid": jobid})
+        logger.info("unscheduled pg_cron job %r (id %s)", name, jobid)
     return True
 
 

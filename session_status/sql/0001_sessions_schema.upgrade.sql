@@ -2,6 +2,33 @@
 -- status-transition guard and the partial indexes the tick searches.
 -- Frozen: a later change is a new revision.
 
+-- One installation per database: the pg_cron job is named after the
+-- database, and a second sessions table would be dropped by the same
+-- downgrade as the first.
+DO $do$
+DECLARE
+    v_installed name;
+BEGIN
+    SELECT n.nspname INTO v_installed
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = 'sessions'
+      AND c.relkind IN ('r', 'p')
+      AND (pg_catalog.obj_description(c.oid, 'pg_class') LIKE 'session-status:%'
+           OR n.nspname = {{schema_name}})
+    ORDER BY n.nspname = {{schema_name}} DESC
+    LIMIT 1;
+    IF v_installed = {{schema_name}} THEN
+        RAISE EXCEPTION 'a table named sessions already exists in schema %', v_installed
+            USING HINT = 'Choose another schema with -x schema=NAME, or rename the existing table.';
+    ELSIF v_installed IS NOT NULL THEN
+        RAISE EXCEPTION 'session-status is already installed in schema % of this database', v_installed
+            USING HINT = 'Only one installation per database is supported: keep -x schema=' || v_installed
+                         || ', or remove it first with alembic downgrade session_status@base.';
+    END IF;
+END
+$do$;
+
 DO $do$
 BEGIN
     -- The schema is created only when missing, and marked so that the

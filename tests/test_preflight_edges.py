@@ -1,0 +1,161 @@
+"""Edge cases of the preflight and the settings that reach the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+
+from session_status.config import validate_schedule
+from session_status.errors import ConfigurationError, PreflightError
+from session_status.pgcron import job_name
+from session_status.sandbox import Sandbox
+from tests import helpers
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("@HOURLY", "write it in lower case, as '@hourly'"),
+        ("30 SECONDS", "write it in lower case, as '30 seconds'"),
+        ("5/10 * * * *", "has a step after a single value"),
+        ("\u0665 * * * *", "use ASCII characters"),
+        ("\u00b2 * * * *", "use ASCII characters"),
+    ],
+)
+def test_schedule_rejects_what_pg_cron_rejects(schedule: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid schedule") as caught:
+        validate_schedule(schedule)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("schedule", ["1-59/2 * * * *", "* * * JAN Mon", "0 0 * * SUN-sat"])
+def test_schedule_accepts_ranges_with_steps_and_names(schedule: str) -> None:
+    validate_schedule(schedule)
+
+
+def test_empty_x_value_keeps_ini_value(sandbox: Sandbox, database: str, tmp_path: Path) -> None:
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(helpers.ALEMBIC_INI.read_text().replace("schema = public", "schema = booking"), encoding="utf-8")
+    config = helpers.alembic_config(sandbox.url(database), {"schema": ""})
+    config.config_file_name = str(ini)
+    config.file_config.read(str(ini))
+    config.set_main_option("sqlalchemy.url", sandbox.url(database))
+
+    command.upgrade(config, "session_status_0001")
+
+    with sandbox.connect(database) as conn:
+        assert conn.execute("SELECT to_regclass('booking.sessions')").fetchone() == ("booking.sessions",)
+
+
+def test_second_installation_in_other_schema_rejected(sandbox: Sandbox, database: str) -> None:
+    url = sandbox.url(database)
+    helpers.upgrade(url, "head")
+    helpers.stamp(url, "base")
+
+    with pytest.raises(Exception, match="session-status is already installed in schema public"):
+        helpers.upgrade(url, "head", schema="tenant2")
+
+    with sandbox.connect(database) as conn:
+        assert conn.execute("SELECT to_regclass('tenant2.sessions')").fetchone() == (None,)
+
+
+def test_existing_sessions_table_rejected(sandbox: Sandbox, database: str) -> None:
+    with sandbox.connect(database) as conn:
+        conn.execute("CREATE TABLE sessions (id int)")
+
+    with pytest.raises(Exception, match="a table named sessions already exists in schema public"):
+        helpers.upgrade(sandbox.url(database), "head")
+
+
+def test_unschedule_removes_jobs_of_every_visible_role(
+    sandbox: Sandbox, database: str, cron_conn: psycopg.Connection
+) -> None:
+    url = sandbox.url(database)
+    helpers.upgrade(url, "session_status_0004")
+    cron_conn.execute("CREATE ROLE other_scheduler LOGIN")
+    try:
+        # The same job name scheduled again by another role, as after a stamp.
+        cron_conn.execute(
+            "SELECT cron.schedule_in_database(%s, '* * * * *', 'SELECT 1', %s, 'other_scheduler', true)",
+            (job_name(database), database),
+        )
+        assert len(helpers.jobs_for(cron_conn, database)) == 2
+
+        helpers.downgrade(url, "session_status_0003")
+
+        assert helpers.jobs_for(cron_conn, database) == []
+    finally:
+        cron_conn.execute("DELETE FROM cron.job WHERE username = 'other_scheduler'")
+        cron_conn.execute("DROP ROLE other_scheduler")
+
+
+def test_cron_database_url_to_wrong_database(sandbox: Sandbox, database: str, cron_conn: psycopg.Connection) -> None:
+    with sandbox.connect(database) as conn:
+        pristine = helpers.catalog_snapshot(conn)
+
+    with pytest.raises(ConfigurationError, match="it connects to database 'template1', but pg_cron runs in 'postgres'"):
+        helpers.upgrade(sandbox.url(database), "head", cron_database_url=sandbox.url("template1"))
+
+    with sandbox.connect(database) as conn:
+        assert helpers.catalog_snapshot(conn) == pristine
+    assert helpers.jobs_for(cron_conn, database) == []
+
+
+@pytest.fixture(scope="module")
+def other_server() -> Iterator[Sandbox]:
+    with Sandbox() as server:
+        yield server
+
+
+def test_cron_database_url_to_other_server(
+    sandbox: Sandbox, other_server: Sandbox, database: str, cron_conn: psycopg.Connection
+) -> None:
+    with pytest.raises(ConfigurationError, match="it reaches another PostgreSQL server"):
+        helpers.upgrade(sandbox.url(database), "head", cron_database_url=other_server.url("postgres"))
+
+    assert helpers.jobs_for(cron_conn, database) == []
+    with other_server.connect("postgres") as conn:
+        assert conn.execute("SELECT to_regclass('cron.job')").fetchone() == (None,)
+
+
+@pytest.fixture
+def same_database_server() -> Iterator[Sandbox]:
+    with Sandbox(cron_database="app") as server:
+        server.create_database("app")
+        yield server
+
+
+def test_old_installed_pg_cron_rejected(same_database_server: Sandbox) -> None:
+    with same_database_server.connect("app") as conn:
+        conn.execute("CREATE EXTENSION pg_cron VERSION '1.3'")
+        pristine = helpers.catalog_snapshot(conn)
+
+    with pytest.raises(
+        PreflightError, match=r"is at version 1.3, but session-status needs 1.4 .*ALTER EXTENSION pg_cron UPDATE"
+    ):
+        helpers.upgrade(same_database_server.url("app"), "head")
+
+    with same_database_server.connect("app") as conn:
+        assert helpers.catalog_snapshot(conn) == pristine
+
+
+def test_schedule_after_extension_dropped(same_database_server: Sandbox) -> None:
+    url = same_database_server.url("app")
+    helpers.upgrade(url, "session_status_0003")
+    with same_database_server.connect("app") as conn:
+        conn.execute("DROP EXTENSION pg_cron")
+
+    with pytest.raises(PreflightError, match="the pg_cron extension does not exist in database 'app'"):
+        helpers.upgrade(url, "session_status_0004")
+
+
+def test_preload_given_as_library_path() -> None:
+    with Sandbox(settings={"shared_preload_libraries": "'$libdir/pg_cron'"}) as server:
+        server.create_database("app")
+        helpers.upgrade(server.url("app"), "session_status_0004")
+        with server.connect("postgres") as conn:
+            assert len(helpers.jobs_for(conn, "app")) == 1
