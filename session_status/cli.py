@@ -199,7 +199,10 @@ def _positive_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="session-status", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="session-status",
+        description="Run, inspect and follow the session-status automation in a PostgreSQL database.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
