@@ -403,7 +403,16 @@ def unschedule_job(cron: Connection, *, name: str, database: str) -> bool:
         logger.info("pg_cron job %r was already removed", name)
         return False
     for jobid in jobids:
-        cron.execute(sa.text("SELECT cron.unschedule(CAST(:jobid AS bigint))"), {"jobid": jobid})
+        try:
+            cron.execute(sa.text("SELECT cron.unschedule(CAST(:jobid AS bigint))"), {"jobid": jobid})
+        except sa.exc.DBAPIError as error:
+            if "shared_preload_libraries" not in str(error.orig):
+                raise
+            raise PreflightError(
+                f"cannot remove the pg_cron job {name!r}: the extension exists but this server no longer "
+                "loads pg_cron (it is missing from shared_preload_libraries), and pg_cron's functions work "
+                "only when it is loaded. Add it back and restart PostgreSQL, then downgrade again."
+            ) from error
         logger.info("unscheduled pg_cron job %r (id %s)", name, jobid)
     return True
 

@@ -276,6 +276,10 @@ class Sandbox:
         self._run_server_command("pg_ctl", ["stop", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60"])
         self._running = False
 
+    def configure(self, settings: Mapping[str, str]) -> None:
+        """Append postgresql.conf settings (values as written in the file); they apply at the next restart."""
+        self._append_conf([f"{name} = {value}" for name, value in settings.items()])
+
     def restart(self) -> None:
         """Start the server again on the same data directory and port."""
         if self._running:

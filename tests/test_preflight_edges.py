@@ -159,3 +159,17 @@ def test_preload_given_as_library_path() -> None:
         helpers.upgrade(server.url("app"), "session_status_0004")
         with server.connect("postgres") as conn:
             assert len(helpers.jobs_for(conn, "app")) == 1
+
+
+def test_downgrade_without_preloaded_pg_cron(same_database_server: Sandbox) -> None:
+    url = same_database_server.url("app")
+    helpers.upgrade(url, "session_status_0004")
+    same_database_server.configure({"shared_preload_libraries": "''"})
+    same_database_server.restart()
+
+    with pytest.raises(PreflightError, match="this server no longer loads pg_cron"):
+        helpers.downgrade(url, "session_status_0003")
+
+    with same_database_server.connect("app") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("session_status_0004",)
+        assert len(helpers.jobs_for(conn, "app")) == 1
