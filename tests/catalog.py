@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
+from session_status import pgcron
 from tests import helpers
 
 _DETAIL_QUERIES = {
@@ -57,3 +58,25 @@ def job_rows(cron_conn: psycopg.Connection, database: str) -> list[tuple[str, ..
         (database,),
     ).fetchall()
     return [tuple(map(str, row)) for row in rows]
+
+
+# Suffixes of this package's job names: the tick, the history retention job
+# (runs in the app database) and the run-record retention job (runs in
+# pg_cron's database).
+JOB_PURPOSES = ("", "retention", "cron-retention")
+
+
+def package_job_rows(cron_conn: psycopg.Connection, database: str) -> list[tuple[str, ...]]:
+    """Return the jobs that run in ``database`` and this package's jobs for it that run elsewhere.
+
+    Rows are as in :func:`job_rows`, sorted by job name.
+    """
+    if cron_conn.execute("SELECT to_regclass('cron.job')").fetchone() == (None,):
+        return []
+    names = [pgcron.job_name(database, purpose) for purpose in JOB_PURPOSES]
+    rows = cron_conn.execute(
+        "SELECT jobname, schedule, command, database, username, active::text FROM cron.job "
+        "WHERE database = %s OR jobname = ANY(%s)",
+        (database, names),
+    ).fetchall()
+    return sorted(tuple(map(str, row)) for row in rows)

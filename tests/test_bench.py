@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic import command
 from rich.console import Console
 
 from bench import database, markdown, report, tick_bench, workloads
@@ -165,17 +166,42 @@ def bench_server() -> Iterator[Sandbox]:
         yield server
 
 
+# The last revision without the package's own history table, where the
+# stand-in tables above can be created.
+BEFORE_HISTORY = "session_status_0004"
+
+
+def create_database_at(server: Sandbox, dbname: str, revision: str) -> None:
+    """Create ``dbname`` migrated to ``revision`` without its pg_cron jobs, as the benchmark's databases are."""
+    server.drop_database(dbname)
+    server.create_database(dbname)
+    command.upgrade(database.alembic_config(server.url(dbname)), revision)
+    with server.connect("postgres") as cron:
+        cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (dbname,))
+
+
 @pytest.mark.parametrize(
     ("schema", "mode"),
-    [(HISTORY_BY_TRIGGER, "written by a trigger for both"), (HISTORY_BY_FUNCTION, "copied by the floor")],
-    ids=["trigger", "function"],
+    [
+        (HISTORY_BY_TRIGGER, "written by a trigger for both"),
+        (HISTORY_BY_FUNCTION, "copied by the floor"),
+        (None, "copied by the floor"),
+    ],
+    ids=["trigger", "function", "package-table"],
 )
-def test_floor_writes_history_as_ours(bench_server: Sandbox, schema: str, mode: str) -> None:
-    database.create_migrated_database(bench_server, "history")
+def test_floor_writes_history_as_ours(bench_server: Sandbox, schema: str | None, mode: str) -> None:
+    if schema is None:
+        # At head the package's tick writes its own history table.
+        database.create_migrated_database(bench_server, "history")
+    else:
+        create_database_at(bench_server, "history", BEFORE_HISTORY)
     with bench_server.connect("history") as conn:
         conn.execute("SET TimeZone = 'UTC'")
+        has_history = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (workloads.HISTORY_TABLE,)).fetchone()
+        assert has_history == (schema is None,)
         as_of, due_set = database.load_sessions(conn, 1000, 20)
-        conn.execute(schema)
+        if schema is not None:
+            conn.execute(schema)
 
         def restore() -> None:
             database.restore_due_set(conn, due_set, naive=False)
@@ -185,6 +211,9 @@ def test_floor_writes_history_as_ours(bench_server: Sandbox, schema: str, mode: 
         assert floor.history_mode == mode
         assert floor.writes_ours[workloads.HISTORY_TABLE][0] == len(due_set)
         assert floor.writes_floor == floor.writes_ours
+        if mode == "copied by the floor":
+            assert len(floor.history_rows) == len(due_set)
+            assert floor.history_columns
 
         restore()
         assert workloads.run_floor(conn, floor) == len(due_set)

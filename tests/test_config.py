@@ -46,11 +46,17 @@ def test_schedule_rejects_invalid(schedule: str, message: str) -> None:
     ("schema", "message"),
     [
         ("", "the name is empty"),
-        ("public; DROP TABLE sessions", "use letters, digits and underscores"),
-        ('evil"name', "use letters, digits and underscores"),
-        ("1abc", "use letters, digits and underscores"),
+        ("public; DROP TABLE sessions", "use lower-case letters a-z, digits and underscores"),
+        ('evil"name', "use lower-case letters a-z, digits and underscores"),
+        ("1abc", "use lower-case letters a-z, digits and underscores"),
+        ("App", "use lower-case letters a-z, digits and underscores"),
+        ("APP", "use lower-case letters a-z, digits and underscores"),
+        ("sch\u00e9ma", "use lower-case letters a-z, digits and underscores"),
         ("a" * 64, "longer than PostgreSQL's 63-byte identifier limit"),
         ("pg_sessions", "reserved by PostgreSQL"),
+        ("select", "reserved word in SQL"),
+        ("user", "reserved word in SQL"),
+        ("order", "reserved word in SQL"),
     ],
 )
 def test_schema_rejects_invalid(schema: str, message: str) -> None:

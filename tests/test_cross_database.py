@@ -6,6 +6,7 @@ grants and wait for the real launcher without touching the shared one.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -47,7 +48,11 @@ def fresh_database(server: Sandbox, name: str, owner: str | None = None) -> str:
         with server.connect() as conn:
             conn.execute(f"ALTER DATABASE {name} OWNER TO {owner}")
     with server.connect("postgres") as conn:
-        conn.execute("DELETE FROM cron.job WHERE database = %s", (name,))
+        # The run-record retention job of ``name`` runs in postgres, not in ``name``.
+        conn.execute(
+            "DELETE FROM cron.job WHERE database = %s OR jobname = %s",
+            (name, pgcron.job_name(name, "cron-retention")),
+        )
     return name
 
 
@@ -85,6 +90,17 @@ def test_launcher_runs_job_in_app_database(server: Sandbox, cron: psycopg.Connec
     assert {run[1] for run in runs} == {database}
 
 
+def expected_jobs(database: str) -> list[tuple[str, str]]:
+    """Return (name, database it runs in) of the package's jobs for ``database``, sorted by name."""
+    return sorted(
+        [
+            (pgcron.job_name(database), database),
+            (pgcron.job_name(database, "retention"), database),
+            (pgcron.job_name(database, "cron-retention"), "postgres"),
+        ]
+    )
+
+
 def test_each_app_database_gets_own_job(server: Sandbox, cron: psycopg.Connection) -> None:
     first = fresh_database(server, "first_app")
     second = fresh_database(server, "second_app")
@@ -92,14 +108,15 @@ def test_each_app_database_gets_own_job(server: Sandbox, cron: psycopg.Connectio
     helpers.upgrade(server.url(first), "head")
     helpers.upgrade(server.url(second), "head")
 
-    assert [job[0] for job in catalog.job_rows(cron, first)] == [pgcron.job_name(first)]
-    assert [job[0] for job in catalog.job_rows(cron, second)] == [pgcron.job_name(second)]
+    first_jobs = catalog.package_job_rows(cron, first)
+    second_jobs = catalog.package_job_rows(cron, second)
+    assert [(job[0], job[3]) for job in first_jobs] == expected_jobs(first)
+    assert [(job[0], job[3]) for job in second_jobs] == expected_jobs(second)
 
-    first_jobs = catalog.job_rows(cron, first)
     helpers.downgrade(server.url(second), "base")
 
-    assert catalog.job_rows(cron, second) == []
-    assert catalog.job_rows(cron, first) == first_jobs
+    assert catalog.package_job_rows(cron, second) == []
+    assert catalog.package_job_rows(cron, first) == first_jobs
 
 
 def test_missing_schedule_in_database_grant(server: Sandbox, cron: psycopg.Connection) -> None:
@@ -119,21 +136,62 @@ def test_missing_schedule_in_database_grant(server: Sandbox, cron: psycopg.Conne
     with server.connect(database) as conn:
         assert catalog.full_snapshot(conn) == before
         assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
-    assert catalog.job_rows(cron, database) == []
+    assert catalog.package_job_rows(cron, database) == []
 
 
-def test_missing_read_all_settings_grant(server: Sandbox, cron: psycopg.Connection) -> None:
+def test_unreadable_settings_warn_and_migrate(
+    server: Sandbox, cron: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without pg_read_all_settings the role cannot read cron.database_name,
+    # so the upgrade takes pg_cron's default database and logs a warning.
     database = fresh_database(server, "unreadable_app", owner=MIGRATOR)
+    url = server.url(database, user=MIGRATOR)
     cron.execute(f"REVOKE pg_read_all_settings FROM {MIGRATOR}")
+    cron.execute(f"GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} TO {MIGRATOR}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="session_status.pgcron"):
+            helpers.upgrade(url, "head")
+
+        warnings = [
+            record.getMessage()
+            for record in caplog.records
+            if record.name == "session_status.pgcron" and record.levelno == logging.WARNING
+        ]
+        assert warnings
+        assert f"role {MIGRATOR!r} may not read shared_preload_libraries or cron.database_name" in warnings[0]
+        assert "pg_cron's database is taken to be 'postgres'" in warnings[0]
+        jobs = catalog.package_job_rows(cron, database)
+        assert [(job[0], job[3]) for job in jobs] == expected_jobs(database)
+        assert {job[4] for job in jobs} == {MIGRATOR}
+
+        helpers.downgrade(url, "base")
+
+        assert catalog.package_job_rows(cron, database) == []
+    finally:
+        cron.execute(f"REVOKE EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} FROM {MIGRATOR}")
+        cron.execute(f"GRANT pg_read_all_settings TO {MIGRATOR}")
+
+
+def test_unreadable_settings_still_need_grants(server: Sandbox, cron: psycopg.Connection) -> None:
+    database = fresh_database(server, "unreadable_ungranted_app", owner=MIGRATOR)
+    cron.execute(f"REVOKE EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} FROM PUBLIC, {MIGRATOR}")
+    cron.execute(f"REVOKE pg_read_all_settings FROM {MIGRATOR}")
+    with server.connect(database) as conn:
+        before = catalog.full_snapshot(conn)
     try:
         with pytest.raises(PrivilegeError) as raised:
             helpers.upgrade(server.url(database, user=MIGRATOR), "head")
     finally:
         cron.execute(f"GRANT pg_read_all_settings TO {MIGRATOR}")
 
-    assert f"GRANT pg_read_all_settings TO {MIGRATOR};" in str(raised.value)
+    message = str(raised.value)
+    assert f"GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} TO {MIGRATOR};" in message
+    assert "'postgres'" in message
+    assert "Nothing was changed" in message
     with server.connect(database) as conn:
+        assert catalog.full_snapshot(conn) == before
         assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+    assert catalog.package_job_rows(cron, database) == []
 
 
 def test_documented_grants_let_role_migrate(server: Sandbox, cron: psycopg.Connection) -> None:
@@ -144,12 +202,13 @@ def test_documented_grants_let_role_migrate(server: Sandbox, cron: psycopg.Conne
     cron.execute(f"GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} TO {MIGRATOR}")
     try:
         helpers.upgrade(url, "head")
-        jobs = catalog.job_rows(cron, database)
+        jobs = catalog.package_job_rows(cron, database)
 
-        assert [(job[0], job[3], job[4]) for job in jobs] == [(pgcron.job_name(database), database, MIGRATOR)]
+        assert [(job[0], job[3]) for job in jobs] == expected_jobs(database)
+        assert {job[4] for job in jobs} == {MIGRATOR}
 
         helpers.downgrade(url, "base")
 
-        assert catalog.job_rows(cron, database) == []
+        assert catalog.package_job_rows(cron, database) == []
     finally:
         cron.execute(f"REVOKE EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} FROM {MIGRATOR}")

@@ -18,8 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from session_status import pgcron
 from session_status.sandbox import Sandbox
-from tests import helpers
+from tests import catalog, helpers
 from tests.security_lints import run_lints
 
 APP_DATABASE = "app"
@@ -28,8 +29,11 @@ API_ROLES = ("anon", "authenticated")
 ROUTINES = (
     "FUNCTION public.advance_session_statuses(timestamptz, integer)",
     "PROCEDURE public.advance_session_statuses_in_batches(timestamptz, integer)",
+    "FUNCTION public.purge_session_status_transitions(interval)",
     "FUNCTION public.sessions_guard_status()",
 )
+RELATIONS = ("public.sessions", "public.session_status_transitions", "public.sessions_effective_status")
+SEQUENCES = ("public.sessions_id_seq", "public.session_status_transitions_id_seq")
 SECURITY_DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -179,6 +183,28 @@ def test_api_role_cannot_run_tick(owner_conn: psycopg.Connection, role: str) -> 
     assert attempt(owner_conn, "SELECT advance_session_statuses()") is psycopg.errors.InsufficientPrivilege
     called = attempt(owner_conn, "CALL advance_session_statuses_in_batches()")
     assert called is psycopg.errors.InsufficientPrivilege
+    purged = attempt(owner_conn, "SELECT purge_session_status_transitions(interval '1 day')")
+    assert purged is psycopg.errors.InsufficientPrivilege
+
+
+@pytest.mark.parametrize("role", API_ROLES)
+def test_api_role_lacks_privileges_outside_rls(owner_conn: psycopg.Connection, role: str) -> None:
+    # Supabase's default privileges granted ALL on these objects. The upgrade
+    # revokes the privileges that row-level security does not govern.
+    for relation in RELATIONS:
+        for privilege in ("TRUNCATE", "TRIGGER", "REFERENCES"):
+            allowed = owner_conn.execute("SELECT has_table_privilege(%s, %s, %s)", (role, relation, privilege))
+            assert allowed.fetchone() == (False,), f"{privilege} on {relation}"
+    for sequence in SEQUENCES:
+        for privilege in ("USAGE", "SELECT", "UPDATE"):
+            allowed = owner_conn.execute("SELECT has_sequence_privilege(%s, %s, %s)", (role, sequence, privilege))
+            assert allowed.fetchone() == (False,), f"{privilege} on {sequence}"
+
+    owner_conn.execute(f"SET LOCAL ROLE {role}")
+    truncated = attempt(owner_conn, "TRUNCATE session_status_transitions")
+    assert truncated is psycopg.errors.InsufficientPrivilege
+    moved = attempt(owner_conn, "SELECT setval('session_status_transitions_id_seq', 1)")
+    assert moved is psycopg.errors.InsufficientPrivilege
 
 
 def test_owner_keeps_privileges(owner_conn: psycopg.Connection) -> None:
@@ -186,9 +212,13 @@ def test_owner_keeps_privileges(owner_conn: psycopg.Connection) -> None:
         signature = routine.split(" ", 1)[1]
         allowed = owner_conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (OWNER, signature))
         assert allowed.fetchone() == (True,), routine
-    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "TRIGGER", "REFERENCES"):
-        allowed = owner_conn.execute("SELECT has_table_privilege(%s, 'public.sessions', %s)", (OWNER, privilege))
-        assert allowed.fetchone() == (True,), privilege
+    for relation in RELATIONS:
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "TRIGGER", "REFERENCES"):
+            allowed = owner_conn.execute("SELECT has_table_privilege(%s, %s, %s)", (OWNER, relation, privilege))
+            assert allowed.fetchone() == (True,), f"{privilege} on {relation}"
+    for sequence in SEQUENCES:
+        allowed = owner_conn.execute("SELECT has_sequence_privilege(%s, %s, 'UPDATE')", (OWNER, sequence))
+        assert allowed.fetchone() == (True,), sequence
 
 
 def example_policies_sql() -> str:
@@ -230,8 +260,11 @@ def test_documented_policies_work(owner_conn: psycopg.Connection) -> None:
 @pytest.mark.slow
 def test_job_runs_as_owner_with_rls(supabase: Sandbox) -> None:
     with supabase.connect(APP_DATABASE, user=OWNER) as conn:
-        job = conn.execute("SELECT username, database FROM cron.job").fetchall()
-        assert job == [(OWNER, APP_DATABASE)]
+        jobs = conn.execute("SELECT jobname, username, database FROM cron.job ORDER BY jobname").fetchall()
+        # pg_cron's database is the app database, so all three jobs run in it.
+        assert jobs == sorted(
+            (pgcron.job_name(APP_DATABASE, purpose), OWNER, APP_DATABASE) for purpose in catalog.JOB_PURPOSES
+        )
         session = insert_session(conn, datetime.now(UTC) - timedelta(minutes=1))
         try:
             deadline = time.monotonic() + 130
@@ -258,6 +291,7 @@ def test_functions_invoker_with_pinned_search_path(owner_conn: psycopg.Connectio
     assert [row[0] for row in rows] == [
         "advance_session_statuses",
         "advance_session_statuses_in_batches",
+        "purge_session_status_transitions",
         "sessions_guard_status",
     ]
     for name, kind, security_definer, config in rows:
