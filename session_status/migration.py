@@ -121,6 +121,6 @@ def unschedule_job(settings: Settings, *, purpose: str = "") -> None:
         execute_sql(pgcron.unschedule_job_script(purpose=purpose))
         return
     bind = connection()
-    info = pgcron.probe(bind)
+    info = pgcron.probe(bind, settings)
     cron = pgcron.cron_connection(bind, settings, info)
     pgcron.unschedule_job(cron, name=pgcron.job_name(info.current_database, purpose), database=info.current_database)

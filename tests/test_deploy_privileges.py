@@ -265,11 +265,6 @@ def named_cron_database_server() -> Iterator[Sandbox]:
         yield server
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 0006 downgrade calls pgcron.probe() without the settings, so a role that cannot read "
-    "cron.database_name looks for the run-record retention job in 'postgres' and leaves it in cron_db",
-)
 def test_named_cron_database_round_trip(named_cron_database_server: Sandbox) -> None:
     server = named_cron_database_server
     url = server.url(APP_DATABASE, user="deployer")

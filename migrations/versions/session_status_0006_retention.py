@@ -111,7 +111,7 @@ def downgrade() -> None:
         migration.execute_sql_file("0006_retention.downgrade.sql")
         return
     bind = migration.connection()
-    info = pgcron.probe(bind)
+    info = pgcron.probe(bind, settings)
     cron = pgcron.cron_connection(bind, settings, info)
     pgcron.unschedule_job(
         cron, name=pgcron.job_name(info.current_database, HISTORY_PURPOSE), database=info.current_database
