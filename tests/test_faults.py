@@ -459,8 +459,6 @@ LOCKS = {
     "for update": "SELECT 1 FROM sessions WHERE id = ANY(%s) FOR UPDATE",
     "for no key update": "SELECT 1 FROM sessions WHERE id = ANY(%s) FOR NO KEY UPDATE",
     "for share": "SELECT 1 FROM sessions WHERE id = ANY(%s) FOR SHARE",
-    # What a foreign-key check takes when the app inserts a row that references a session.
-    "for key share": "SELECT 1 FROM sessions WHERE id = ANY(%s) FOR KEY SHARE",
     "uncommitted update": "UPDATE sessions SET title = 'edited' WHERE id = ANY(%s)",
 }
 
@@ -489,6 +487,28 @@ def test_tick_skips_rows_locked_by_app(
 
             row = ticker.execute("SELECT opened, completed FROM advance_session_statuses(%s)", (T0 + HOUR,)).fetchone()
             assert row == (0, 2)
+
+    assert status_counts(app_conn) == {"completed": 6}
+    assert_each_transition_once(app_conn, "open", "completed")
+
+
+def test_tick_advances_rows_under_key_share(
+    sandbox: Sandbox, migrated_database: str, app_conn: psycopg.Connection
+) -> None:
+    # FOR KEY SHARE is what a foreign-key check takes when the app inserts a
+    # row that references a session. It does not conflict with the tick's
+    # FOR NO KEY UPDATE, so the tick advances those rows at once.
+    install_audit(app_conn)
+    insert_open_sessions(app_conn, 6, T0 + HOUR)
+    ids = [row[0] for row in app_conn.execute("SELECT id FROM sessions ORDER BY id")]
+
+    with sandbox.connect(migrated_database, autocommit=False) as app:
+        app.execute("SELECT 1 FROM sessions WHERE id = ANY(%s) FOR KEY SHARE", (ids[:2],))
+        with sandbox.connect(migrated_database) as ticker:
+            ticker.execute("SET lock_timeout = '2s'")
+            row = ticker.execute("SELECT opened, completed FROM advance_session_statuses(%s)", (T0 + HOUR,)).fetchone()
+            assert row == (0, 6)
+        app.commit()
 
     assert status_counts(app_conn) == {"completed": 6}
     assert_each_transition_once(app_conn, "open", "completed")
