@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from rich.console import Console
@@ -45,6 +45,11 @@ def _cmd_tick(args: argparse.Namespace, console: Console) -> int:
     from session_status.tick import run_tick
 
     validate_schema_name(args.schema)
+    if args.as_of is not None and args.as_of > datetime.now(UTC) and not args.allow_future:
+        raise SessionStatusError(
+            f"--as-of {args.as_of.isoformat()} is in the future: the tick would open and complete sessions "
+            "before their time, and completed is final. Pass --allow-future if that is intended."
+        )
     result = run_tick(database_url_from(args.database_url), schema=args.schema, as_of=args.as_of)
     console.print(f"opened {result.opened}, completed {result.completed}")
     if result.transitions:
@@ -216,7 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     tick = commands.add_parser("tick", help="run advance_session_statuses() once and print what changed")
     _add_database_options(tick)
-    tick.add_argument("--as-of", type=_parse_instant, help="instant to judge at, ISO 8601 with offset (default now)")
+    tick.add_argument(
+        "--as-of",
+        type=_parse_instant,
+        help="instant to judge at, ISO 8601 with offset (default now); the changes are permanent and recorded "
+        "in the history, so an instant later than now needs --allow-future",
+    )
+    tick.add_argument(
+        "--allow-future",
+        action="store_true",
+        help="accept an --as-of later than now, completing sessions before they end",
+    )
     tick.set_defaults(handler=_cmd_tick)
 
     doctor = commands.add_parser(

@@ -12,6 +12,7 @@ schedule or a hostile schema name fails the upgrade with nothing applied.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from sqlalchemy.dialects import postgresql
 
 from session_status.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 INI_SECTION = "session_status"
 
@@ -127,6 +130,15 @@ class Settings:
             for key in config.file_config.defaults():
                 merged.pop(key, None)
         x_arguments = context.get_x_argument(as_dictionary=True)
+        unknown = sorted(set(x_arguments) - set(_KNOWN_KEYS))
+        if unknown:
+            # -x is shared with the host app's own env.py, so unknown keys are
+            # not an error; a misspelt setting still deserves a word.
+            logger.warning(
+                "ignoring -x argument(s) %s: session-status reads only %s",
+                ", ".join(unknown),
+                ", ".join(_KNOWN_KEYS),
+            )
         # An empty -x value (an unset shell variable, say) leaves the ini value in force.
         merged.update({key: value for key, value in x_arguments.items() if key in _KNOWN_KEYS and value})
         return cls.from_mapping(merged)
@@ -162,6 +174,11 @@ def validate_schema_name(name: str) -> None:
         )
     if name.startswith("pg_"):
         raise ConfigurationError(f"invalid schema {name!r}: names starting with 'pg_' are reserved by PostgreSQL")
+    if name in {"information_schema", "cron"}:
+        raise ConfigurationError(
+            f"invalid schema {name!r}: it belongs to PostgreSQL or pg_cron "
+            "(pg_dump skips information_schema, and DROP EXTENSION pg_cron would take the tables along)"
+        )
     if postgresql.dialect().identifier_preparer.quote(name) != name:
         raise ConfigurationError(
             f"invalid schema {name!r}: it is a reserved word in SQL and would need quoting in every query; "

@@ -274,7 +274,10 @@ def _check_lag(app: psycopg.Connection, schema: str, max_lag: timedelta) -> Chec
     detail = f"{count} transition(s) overdue, the oldest due {_seconds(lag)} ago at {oldest:%Y-%m-%d %H:%M:%S %Z}"
     if lag <= max_lag:
         return Check("lag", Level.OK, detail)
-    fix = "check the job, its last run and the launcher above; `session-status tick` applies them now"
+    fix = (
+        "check the job, its last run and the launcher above; `session-status tick` applies them now. "
+        "For a job that runs less often than every minute, raise the limit with --max-lag SECONDS"
+    )
     level = Level.WARN if lag <= 10 * max_lag else Level.FAIL
     return Check("lag", level, detail + f" (limit {_seconds(max_lag)})", fix)
 

@@ -116,13 +116,15 @@ def probe(connection: Connection, settings: Settings | None = None) -> ServerInf
             cron_database = cron_database_url(connection, settings, None).database or DEFAULT_CRON_DATABASE
         else:
             cron_database = DEFAULT_CRON_DATABASE
-        logger.warning(
-            "role %r may not read shared_preload_libraries or cron.database_name (it needs superuser or "
-            "pg_read_all_settings), so the preload of pg_cron is not checked and pg_cron's database is "
-            "taken to be %r",
-            current_user,
-            cron_database,
-        )
+        if not connection.info.get("session_status.settings_warning"):
+            connection.info["session_status.settings_warning"] = True
+            logger.warning(
+                "role %r may not read shared_preload_libraries or cron.database_name (it needs superuser or "
+                "pg_read_all_settings), so the preload of pg_cron is not checked and pg_cron's database is "
+                "taken to be %r",
+                current_user,
+                cron_database,
+            )
     return ServerInfo(
         current_database=current_database,
         current_user=current_user,
@@ -360,6 +362,18 @@ def schedule_job(
         raise ConfigurationError(
             f"invalid schedule {schedule!r}: pg_cron {version} supports minute granularity only; "
             "'N seconds' schedules need pg_cron 1.5 or later"
+        )
+    # pg_cron replaces a job of the same name and role but keeps its database,
+    # so a name that another database's job already has (a database called
+    # "app:retention" beside "app", say) would take that job over.
+    taken = cron.execute(
+        sa.text("SELECT database FROM cron.job WHERE jobname = :name AND database <> :database LIMIT 1"),
+        {"name": name, "database": database},
+    ).scalar()
+    if taken is not None:
+        raise ConfigurationError(
+            f"the pg_cron job name {name!r} already belongs to a job that runs in database {taken!r}, so it "
+            f"cannot be used for database {database!r}. Rename one of the databases. Nothing was changed."
         )
     params: dict[str, str | None]
     if same_database:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from alembic import command
 
-from session_status.config import validate_schedule
+from session_status.cli import main
+from session_status.config import Settings, validate_schedule
 from session_status.errors import ConfigurationError, PreflightError
 from session_status.pgcron import job_name
 from session_status.sandbox import Sandbox
@@ -173,3 +176,70 @@ def test_downgrade_without_preloaded_pg_cron(same_database_server: Sandbox) -> N
     with same_database_server.connect("app") as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("session_status_0004",)
         assert len(helpers.jobs_for(conn, "app")) == 1
+
+
+@pytest.mark.parametrize("schema", ["information_schema", "cron"])
+def test_schema_of_postgres_or_pg_cron_rejected(schema: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"invalid schema '{schema}': it belongs to PostgreSQL or pg_cron"):
+        Settings(schema=schema)
+
+
+def test_unknown_x_argument_warns(sandbox: Sandbox, database: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="session_status.config"):
+        helpers.upgrade(sandbox.url(database), "session_status_0001", scheme="booking")
+
+    assert "ignoring -x argument(s) scheme: session-status reads only schema" in caplog.text
+    with sandbox.connect(database) as conn:
+        assert conn.execute("SELECT to_regclass('public.sessions')").fetchone() == ("sessions",)
+
+
+def test_reinstall_after_stamp_base_hints_stamp(sandbox: Sandbox, database: str) -> None:
+    url = sandbox.url(database)
+    helpers.upgrade(url, "session_status_0001")
+    helpers.stamp(url, "base")
+
+    with pytest.raises(Exception, match="session-status is already installed in schema public") as caught:
+        helpers.upgrade(url, "session_status_0001")
+    assert "alembic stamp REVISION" in str(caught.value)
+
+
+def test_job_name_taken_by_other_database(sandbox: Sandbox, cron_conn: psycopg.Connection) -> None:
+    # "session_status:app:retention" is both the retention job of "app" and
+    # the tick job of a database called "app:retention".
+    first, second = "t_jobname_app", "t_jobname_app:retention"
+    for name in (first, second):
+        sandbox.drop_database(name)
+        sandbox.create_database(name)
+    try:
+        helpers.upgrade(sandbox.url(first), "head")
+        before = cron_conn.execute("SELECT jobid, jobname, database, command FROM cron.job ORDER BY jobid").fetchall()
+
+        with pytest.raises(ConfigurationError, match="already belongs to a job that runs in database 't_jobname_app'"):
+            helpers.upgrade(sandbox.url(second.replace(":", "%3A")), "head")
+
+        after = cron_conn.execute("SELECT jobid, jobname, database, command FROM cron.job ORDER BY jobid").fetchall()
+        assert after == before
+    finally:
+        for name in (first, second):
+            cron_conn.execute("DELETE FROM cron.job WHERE database = %s", (name,))
+            sandbox.drop_database(name)
+
+
+def test_tick_cli_rejects_future_instant(sandbox: Sandbox, head_database: str) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    with sandbox.connect(head_database) as conn:
+        conn.execute(
+            "INSERT INTO sessions (starts_at, ends_at) VALUES (now() + interval '1 hour', now() + interval '2 hours')"
+        )
+
+    code = main(["tick", "--database-url", sandbox.url(head_database), "--as-of", future])
+
+    assert code == 1
+    with sandbox.connect(head_database) as conn:
+        assert conn.execute("SELECT status FROM sessions").fetchall() == [("scheduled",)]
+
+    code = main(["tick", "--database-url", sandbox.url(head_database), "--as-of", future, "--allow-future"])
+
+    assert code == 0
+    with sandbox.connect(head_database) as conn:
+        assert conn.execute("SELECT status FROM sessions").fetchall() == [("completed",)]

@@ -8,8 +8,10 @@
 DO $do$
 DECLARE
     v_installed name;
+    v_ours boolean;
 BEGIN
-    SELECT n.nspname INTO v_installed
+    SELECT n.nspname, coalesce(pg_catalog.obj_description(c.oid, 'pg_class') LIKE 'session-status:%', false)
+    INTO v_installed, v_ours
     FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relname = 'sessions'
@@ -18,7 +20,11 @@ BEGIN
            OR n.nspname = {{schema_name}})
     ORDER BY n.nspname = {{schema_name}} DESC
     LIMIT 1;
-    IF v_installed = {{schema_name}} THEN
+    IF v_installed IS NOT NULL AND v_ours THEN
+        RAISE EXCEPTION 'session-status is already installed in schema % of this database', v_installed
+            USING HINT = 'If alembic_version lost its row (after alembic stamp base, say), record the applied '
+                         'revision again with alembic stamp REVISION; to install afresh, downgrade first.';
+    ELSIF v_installed = {{schema_name}} THEN
         RAISE EXCEPTION 'a table named sessions already exists in schema %', v_installed
             USING HINT = 'Choose another schema with -x schema=NAME, or rename the existing table.';
     ELSIF v_installed IS NOT NULL THEN
