@@ -12,6 +12,7 @@ from alembic import command
 from rich.console import Console
 
 from bench import database, markdown, report, tick_bench, workloads
+from session_status import pgcron
 from session_status.sandbox import Sandbox
 
 SIZES = (1500, 3000)
@@ -176,8 +177,7 @@ def create_database_at(server: Sandbox, dbname: str, revision: str) -> None:
     server.drop_database(dbname)
     server.create_database(dbname)
     command.upgrade(database.alembic_config(server.url(dbname)), revision)
-    with server.connect("postgres") as cron:
-        cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (dbname,))
+    database.remove_jobs(server, dbname)
 
 
 @pytest.mark.parametrize(
@@ -262,6 +262,14 @@ def test_candidate_makes_same_transitions(bench_server: Sandbox) -> None:
         assert installed == (0, 7)
         assert candidate == installed
         assert after_candidate == after_installed
+
+
+def test_migrated_database_has_no_jobs(bench_server: Sandbox) -> None:
+    database.create_migrated_database(bench_server, "nojobs")
+    names = [pgcron.job_name("nojobs", purpose) for purpose in database.JOB_PURPOSES]
+    with bench_server.connect(bench_server.cron_database) as cron:
+        left = cron.execute("SELECT jobname, database FROM cron.job WHERE jobname = ANY(%s)", (names,)).fetchall()
+    assert left == []
 
 
 def test_markdown_explains_every_miss(results: report.Results) -> None:
