@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
 from alembic import command
@@ -44,10 +43,6 @@ SERVER_SETTINGS = {
 DAYS_BEFORE = 584
 DAYS_AFTER = 146
 
-
-# The proposed rewrite of the tick, measured beside the installed one.
-CANDIDATE_SQL = Path(__file__).resolve().parent / "candidate.sql"
-
 # The purposes of the package's pg_cron jobs: the tick and the two retention jobs.
 JOB_PURPOSES = ("", HISTORY_RETENTION_PURPOSE, RUN_DETAILS_RETENTION_PURPOSE)
 
@@ -71,15 +66,13 @@ def create_migrated_database(sandbox: Sandbox, dbname: str) -> None:
     The jobs would otherwise run in the middle of the measurements: the
     benchmark calls the function itself with an explicit as_of. They are
     removed by name, because the run-details retention job runs in pg_cron's
-    database, not in ``dbname``. Also creates pg_stat_statements and the
-    candidate function (bench/candidate.sql) in ``dbname``.
+    database, not in ``dbname``. Also creates pg_stat_statements in ``dbname``.
     """
     sandbox.drop_database(dbname)
     sandbox.create_database(dbname)
     command.upgrade(alembic_config(sandbox.url(dbname)), "head")
     with sandbox.connect(dbname) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute(CANDIDATE_SQL.read_text(encoding="utf-8"))  # type: ignore[arg-type]
     removed = remove_jobs(sandbox, dbname)
     logger.info("removed the pg_cron jobs of database %r: %s", dbname, removed)
 
