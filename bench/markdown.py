@@ -115,10 +115,13 @@ def _tick_section(results: Results) -> list[str]:
         "",
         f"Milliseconds, median (p10-p90) of n = {results.repeat} repetitions per cell. The columns:",
         "",
-        "- **ours**: `advance_session_statuses(as_of, NULL)` on a warm connection.",
+        "- **ours**: `advance_session_statuses(as_of, NULL)` on a warm connection, where PostgreSQL may "
+        "switch the function's statements to generic plans after their first five executions (the plans "
+        "below show which: a generic plan reads `$1` where a custom one shows the value).",
         f"- **job batch**: `advance_session_statuses(as_of, {results.batch_size})`, the call of each batch of "
         "the pg_cron job, with `plan_cache_mode = force_custom_plan`. pg_cron runs each job in a new session, "
-        "where the function's statements are planned for the actual LIMIT on their first five executions.",
+        "where the function's statements are planned for the actual as_of and LIMIT on their first five "
+        "executions.",
         "- **floor** and **naive**: as described under Method.",
         "",
         "Server execution time (pg_stat_statements, `track = top`): the statement's work on the server, "
