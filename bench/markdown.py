@@ -51,11 +51,13 @@ All ticks judge at the same instant, the start of the minute of the load:
   two `UPDATE sessions ... WHERE id = ANY(ids)`, one per new status, of
   exactly the due rows, by primary key, from lists computed in advance, and
   an `INSERT ... SELECT * FROM unnest(...)` into `session_status_transitions`
-  of the history rows that our tick wrote in a rolled-back trial run. The status guard trigger fires once per
-  changed row for the floor as for our tick. The floor does not search for
-  the due rows, lock them before the update, lock the history table or send
-  a notification: those are the tick's own costs above the floor. The
-  floor check below compares the writes of both.
+  of the history rows that our tick wrote in a rolled-back trial run. The
+  status guard trigger fires once per changed row for the floor as for our
+  tick. The floor does not search for the due rows, lock them before the
+  update, lock the history table or send a notification: those are the
+  tick's own costs above the floor. Its end-to-end time also includes
+  sending the ids and history rows as parameters, which our tick does not
+  need. The floor check below compares the writes of both.
 
 Each tick runs in autocommit mode on a warm connection. It is timed twice:
 from Python around the call, so the time includes the round trip, the
@@ -480,7 +482,7 @@ HISTORY_MODE_TEXT = {
     "copied by the floor": (
         "our tick writes the transition history itself and no trigger writes it for a plain UPDATE, so the "
         "floor inserts copies of the history rows our tick wrote in the trial run, in the same statement as "
-        "its UPDATE."
+        "its UPDATEs."
     ),
     "written by a trigger for both": "a trigger on sessions writes the transition history for both.",
     "no history table": "the schema has no transition history table.",
