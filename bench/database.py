@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
 from alembic import command
 from alembic.config import Config
 
 from session_status import script_location
+from session_status.inspect import HISTORY_RETENTION_PURPOSE, RUN_DETAILS_RETENTION_PURPOSE
+from session_status.pgcron import job_name
 from session_status.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,8 @@ SERVER_SETTINGS = {
 DAYS_BEFORE = 584
 DAYS_AFTER = 146
 
-
-# The proposed rewrite of the tick, measured beside the installed one.
-CANDIDATE_SQL = Path(__file__).resolve().parent / "candidate.sql"
+# The purposes of the package's pg_cron jobs: the tick and the two retention jobs.
+JOB_PURPOSES = ("", HISTORY_RETENTION_PURPOSE, RUN_DETAILS_RETENTION_PURPOSE)
 
 
 def start_server() -> Sandbox:
@@ -61,26 +61,36 @@ def alembic_config(url: str) -> Config:
 
 
 def create_migrated_database(sandbox: Sandbox, dbname: str) -> None:
-    """Create ``dbname``, migrate it to head and remove the pg_cron jobs that run in it.
+    """Create ``dbname``, migrate it to head and remove the package's pg_cron jobs for it.
 
-    Also creates pg_stat_statements and the candidate function (bench/candidate.sql).
-
-        The job would otherwise tick in the middle of the measurements; the
-        benchmark calls the function itself with an explicit as_of.
+    The jobs would otherwise run in the middle of the measurements: the
+    benchmark calls the function itself with an explicit as_of. They are
+    removed by name, because the run-details retention job runs in pg_cron's
+    database, not in ``dbname``. Also creates pg_stat_statements in ``dbname``.
     """
     sandbox.drop_database(dbname)
     sandbox.create_database(dbname)
     command.upgrade(alembic_config(sandbox.url(dbname)), "head")
     with sandbox.connect(dbname) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute(CANDIDATE_SQL.read_text(encoding="utf-8"))  # type: ignore[arg-type]
-    with sandbox.connect("postgres") as cron:
-        installed = cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone()
-        if installed:
-            removed = cron.execute(
-                "SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (dbname,)
-            ).fetchall()
-            logger.info("removed %d pg_cron job(s) of database %r", len(removed), dbname)
+    removed = remove_jobs(sandbox, dbname)
+    logger.info("removed the pg_cron jobs of database %r: %s", dbname, removed)
+
+
+def remove_jobs(sandbox: Sandbox, dbname: str) -> list[tuple[str, str]]:
+    """Unschedule the package's pg_cron jobs for ``dbname``; return (job name, database it ran in) of each.
+
+    Does nothing when pg_cron is not installed in pg_cron's database.
+    """
+    names = [job_name(dbname, purpose) for purpose in JOB_PURPOSES]
+    with sandbox.connect(sandbox.cron_database) as cron:
+        if cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone() is None:
+            return []
+        rows = cron.execute(
+            "SELECT jobname, database, cron.unschedule(jobid) FROM cron.job WHERE jobname = ANY(%s) ORDER BY jobid",
+            (names,),
+        ).fetchall()
+    return [(str(name), str(database)) for name, database, _ in rows]
 
 
 @dataclass(frozen=True)

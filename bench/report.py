@@ -14,8 +14,8 @@ from rich.table import Table
 
 from bench.workloads import AppWrites, CatchUp, Floor
 
-METHODS = ("ours", "job", "candidate", "floor", "naive")
-METHOD_TITLES = {"ours": "ours", "job": "job batch", "candidate": "candidate batch", "floor": "floor", "naive": "naive"}
+METHODS = ("ours", "job", "floor", "naive")
+METHOD_TITLES = {"ours": "ours", "job": "job batch", "floor": "floor", "naive": "naive"}
 SCENARIOS = ("idle", "due")
 
 # The goals, as ratios within one run.
@@ -123,8 +123,6 @@ class Results:
     repeat: int
     sizes: list[SizeResult] = field(default_factory=list)
     catch_up: CatchUp | None = None
-    # The same catch-up through the candidate procedure (bench/candidate.sql).
-    candidate_catch_up: CatchUp | None = None
     baseline: AppWrites | None = None
     batch_size: int = 0
     plans: dict[str, str] = field(default_factory=dict)
@@ -328,10 +326,7 @@ def app_table(results: Results) -> Table | None:
     table = Table(title="app writes (book, mark full, cancel), ms")
     for column in ("", "n", "p50", "p99", "max"):
         table.add_column(column, justify="right")
-    rows = [("alone", results.baseline), ("during catch-up", results.catch_up.app)]
-    if results.candidate_catch_up is not None:
-        rows.append(("during candidate catch-up", results.candidate_catch_up.app))
-    for label, writes in rows:
+    for label, writes in (("alone", results.baseline), ("during catch-up", results.catch_up.app)):
         values = sorted(writes.all())
         if values:
             table.add_row(
@@ -350,12 +345,12 @@ def print_results(console: Console, results: Results) -> None:
     console.print(tick_table(results, server=True))
     console.print(spread_table(results))
     console.print(tick_table(results, server=False))
-    for label, catch_up in (("catch-up", results.catch_up), ("candidate catch-up", results.candidate_catch_up)):
-        if catch_up is not None:
-            console.print(
-                f"{label}: {catch_up.changed:,} of {catch_up.backlog:,} transitions in {catch_up.seconds:.2f} s "
-                f"= {catch_up.changed / catch_up.seconds:,.0f} transitions/s (batch_size {results.batch_size:,})"
-            )
+    catch_up = results.catch_up
+    if catch_up is not None:
+        console.print(
+            f"catch-up: {catch_up.changed:,} of {catch_up.backlog:,} transitions in {catch_up.seconds:.2f} s "
+            f"= {catch_up.changed / catch_up.seconds:,.0f} transitions/s (batch_size {results.batch_size:,})"
+        )
     table = app_table(results)
     if table is not None:
         console.print(table)

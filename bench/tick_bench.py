@@ -107,16 +107,14 @@ class SizeRun:
         self.due_set = due_set
         self.tick = sandbox.connect(dbname)
         self.job = sandbox.connect(dbname)
-        self.candidate = sandbox.connect(dbname)
         self.admin = sandbox.connect(dbname)
-        for conn in (self.tick, self.job, self.candidate, self.admin):
+        for conn in (self.tick, self.job, self.admin):
             conn.execute("SET TimeZone = 'UTC'")
         # pg_cron runs every job in a new session, where the first five
         # executions of each statement in the function get a custom plan (one
         # planned for the actual LIMIT). Forcing custom plans gives a warm
         # connection the plans that a pg_cron run gets.
-        for conn in (self.job, self.candidate):
-            conn.execute("SET plan_cache_mode = force_custom_plan")
+        self.job.execute("SET plan_cache_mode = force_custom_plan")
         self.has_history = bool(
             self.admin.execute("SELECT to_regclass(%s) IS NOT NULL", (workloads.HISTORY_TABLE,)).fetchone()[0]  # type: ignore[index]
         )
@@ -124,7 +122,6 @@ class SizeRun:
     def close(self) -> None:
         self.tick.close()
         self.job.close()
-        self.candidate.close()
         self.admin.close()
 
     def settle(self, table: str) -> None:
@@ -175,9 +172,6 @@ def measure_size(
     for scenario in report.SCENARIOS:
         ticks[(scenario, "ours")] = lambda: workloads.run_ours(run.tick, as_of)
         ticks[(scenario, "job")] = lambda: workloads.run_job_batch(run.job, as_of, args.batch_size)
-        ticks[(scenario, "candidate")] = lambda: workloads.run_job_batch(
-            run.candidate, as_of, args.batch_size, candidate=True
-        )
         ticks[(scenario, "floor")] = (
             (lambda: workloads.run_floor(run.tick, empty_floor))
             if scenario == "idle"
@@ -187,7 +181,6 @@ def measure_size(
     tables = {
         "ours": "sessions",
         "job": "sessions",
-        "candidate": "sessions",
         "floor": "sessions",
         "naive": "sessions_naive",
     }
@@ -245,14 +238,6 @@ def collect_plans(run: SizeRun, size: int, batch_size: int) -> dict[str, str]:
     run.restore("sessions")
     for label, plan in workloads.explain_function(run.job, job).items():
         plans[f"job batch (max_transitions {batch_size:,}), {due} due, {at}: {label}"] = plan
-    run.settle("sessions")
-    run.restore("sessions")
-
-    def candidate() -> None:
-        workloads.run_job_batch(run.candidate, run.as_of, batch_size, candidate=True)
-
-    for label, plan in workloads.explain_function(run.candidate, candidate).items():
-        plans[f"candidate batch (max_transitions {batch_size:,}), {due} due, {at}: {label}"] = plan
     run.settle("sessions")
     run.restore("sessions_naive")
     plans[f"naive, {due} due, {at}: completing UPDATE"] = workloads.explain(
@@ -312,9 +297,7 @@ def _run(args: argparse.Namespace, console: Console, sandbox: Sandbox) -> report
         with console.status("collecting plans"):
             results.plans = collect_plans(last_run, results.largest.size, args.batch_size)
         if args.backlog > 0:
-            results.baseline, results.catch_up, results.candidate_catch_up = catch_up(
-                last_run, args, console, results.plans, results.largest.size
-            )
+            results.baseline, results.catch_up = catch_up(last_run, args, console, results.plans, results.largest.size)
     finally:
         last_run.close()
         sandbox.drop_database(last_run.dbname)
@@ -328,10 +311,10 @@ CATCH_UP_PLAN_TITLE = "job batch (max_transitions {batch_size:,}), catch-up back
 
 def catch_up(
     run: SizeRun, args: argparse.Namespace, console: Console, plans: dict[str, str], size: int
-) -> tuple[workloads.AppWrites, workloads.CatchUp, workloads.CatchUp]:
-    """Time the catch-up with the installed procedure, then with the candidate, each under app writes.
+) -> tuple[workloads.AppWrites, workloads.CatchUp]:
+    """Time the app's writes alone, then the catch-up of a backlog under the same writes.
 
-    Adds the plans of the installed function's first batch on the backlog to ``plans``.
+    Adds the plans of the function's first batch on the backlog to ``plans``.
     """
     conninfo = run.sandbox.conninfo(run.dbname)
     with console.status("catch-up: preparing the backlog"):
@@ -350,17 +333,11 @@ def catch_up(
         run.admin.execute("CHECKPOINT")
     with console.status(f"catch-up: app writes alone for {args.app_seconds:g} s"):
         baseline = workloads.measure_app_writes(conninfo, args.app_seconds)
-    outcomes: list[workloads.CatchUp] = []
-    for schema in ("public", "bench_candidate"):
-        if outcomes:
-            with console.status("catch-up: preparing the backlog again"):
-                backlog = workloads.prepare_backlog(run.admin, run.as_of, args.backlog)
-        with console.status(f"catch-up: {backlog:,} transitions with app writes ({schema})"):
-            outcome = workloads.run_catch_up(conninfo, run.as_of, backlog, args.batch_size, schema=schema)
-        if outcome.changed != backlog:
-            raise RuntimeError(f"the catch-up in {schema} changed {outcome.changed} of {backlog} sessions")
-        outcomes.append(outcome)
-    return baseline, outcomes[0], outcomes[1]
+    with console.status(f"catch-up: {backlog:,} transitions with app writes"):
+        outcome = workloads.run_catch_up(conninfo, run.as_of, backlog, args.batch_size)
+    if outcome.changed != backlog:
+        raise RuntimeError(f"the catch-up changed {outcome.changed} of {backlog} sessions")
+    return baseline, outcome
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ session, as a pg_cron run does.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Json
 
 from bench.database import DueSet
 
@@ -30,10 +30,6 @@ HISTORY_TABLE = "session_status_transitions"
 OURS_SQL = "/* bench:ours */ SELECT opened, completed FROM advance_session_statuses(%s, NULL)"
 # The call of each batch of the pg_cron job: the same function with a limit.
 JOB_BATCH_SQL = "/* bench:job */ SELECT opened, completed FROM advance_session_statuses(%s, %s)"
-# The same batch through the proposed rewrite in bench/candidate.sql.
-CANDIDATE_BATCH_SQL = (
-    "/* bench:candidate */ SELECT opened, completed FROM bench_candidate.advance_session_statuses(%s, %s)"
-)
 
 # The naive tick that many apps run every minute. The instant of each session is rebuilt
 # from text on every row, so no index can serve either predicate and both
@@ -51,11 +47,12 @@ WHERE status = 'scheduled'
 """
 
 # The minimum work of any tick: change exactly the due rows, found by
-# primary key from a list computed in advance, in one statement.
-FLOOR_UPDATE_SQL = """
-UPDATE sessions AS s SET status = v.status
-FROM unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS v(id, status)
-WHERE s.id = v.id
+# primary key from lists computed in advance, in one statement. Each UPDATE
+# reads the rows by primary key, as the tick's own UPDATEs do. A join of the
+# ids to sessions would let the planner read the whole table.
+FLOOR_UPDATES_SQL = """
+opened AS (UPDATE sessions SET status = 'open' WHERE id = ANY(%(to_open)s::bigint[]) RETURNING 1),
+completed AS (UPDATE sessions SET status = 'completed' WHERE id = ANY(%(to_complete)s::bigint[]) RETURNING 1)
 """
 
 
@@ -72,10 +69,8 @@ def run_ours(conn: psycopg.Connection, as_of: datetime) -> int:
     return int(row[0]) + int(row[1])
 
 
-def run_job_batch(conn: psycopg.Connection, as_of: datetime, batch_size: int, *, candidate: bool = False) -> int:
-    row = conn.execute(
-        CANDIDATE_BATCH_SQL if candidate else JOB_BATCH_SQL, (as_of, batch_size), prepare=True
-    ).fetchone()
+def run_job_batch(conn: psycopg.Connection, as_of: datetime, batch_size: int) -> int:
+    row = conn.execute(JOB_BATCH_SQL, (as_of, batch_size), prepare=True).fetchone()
     assert row is not None
     return int(row[0]) + int(row[1])
 
@@ -102,43 +97,57 @@ def run_naive(conn: psycopg.Connection, as_of: datetime) -> int:
 class Floor:
     """The floor statement for one due set, with the bookkeeping writes our tick makes.
 
-    ``history_rows`` contains the transition history rows that our tick wrote
-    in a trial run and that no trigger writes for a plain UPDATE; the floor
-    inserts them, column by column, in the same statement.
+    ``history_values`` contains, column by column as text, the transition
+    history rows that our tick wrote in a trial run and that no trigger
+    writes for a plain UPDATE; the floor inserts them in the same statement.
     """
 
-    ids: list[int]
-    statuses: list[str]
-    history_columns: list[str] = field(default_factory=list)
-    history_rows: list[dict[str, Any]] = field(default_factory=list)
+    to_open: list[int]
+    to_complete: list[int]
+    # (name, SQL type) of each history column the floor sets, and its values.
+    history_columns: list[tuple[str, str]] = field(default_factory=list)
+    history_values: list[list[str | None]] = field(default_factory=list)
     history_mode: str = "no history table"
     # Rows inserted, updated and deleted per table by one run of each, from
     # pg_stat_xact_user_tables: the check that the floor mirrors our writes.
     writes_ours: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     writes_floor: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # Calls per trigger function in the same runs, from pg_stat_xact_user_functions.
+    trigger_calls_ours: dict[str, int] = field(default_factory=dict)
+    trigger_calls_floor: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Floor:
-        return cls(ids=[], statuses=[])
+        return cls(to_open=[], to_complete=[])
+
+    @property
+    def history_rows(self) -> int:
+        return len(self.history_values[0]) if self.history_values else 0
 
     def sql(self) -> str:
+        count = "SELECT (SELECT count(*) FROM opened) + (SELECT count(*) FROM completed)"
         if not self.history_rows:
-            return f"/* bench:floor */ WITH changed AS ({FLOOR_UPDATE_SQL} RETURNING 1) SELECT count(*) FROM changed"
+            return f"/* bench:floor */ WITH {FLOOR_UPDATES_SQL} {count}"
         # A data-modifying WITH query runs to completion even when unread.
-        columns = ", ".join(_quote(column) for column in self.history_columns)
+        columns = ", ".join(_quote(name) for name, _ in self.history_columns)
+        arrays = ", ".join(
+            f"%(history_{i})s::text[]::{sql_type}[]" for i, (_, sql_type) in enumerate(self.history_columns)
+        )
         return (
-            f"/* bench:floor */ WITH changed AS ({FLOOR_UPDATE_SQL} RETURNING 1), "
-            f"history AS (INSERT INTO {HISTORY_TABLE} ({columns}) "
-            f"SELECT {columns} FROM json_populate_recordset(NULL::{HISTORY_TABLE}, %(history)s)) "
-            "SELECT count(*) FROM changed"
+            f"/* bench:floor */ WITH {FLOOR_UPDATES_SQL}, "
+            f"history AS (INSERT INTO {HISTORY_TABLE} ({columns}) SELECT * FROM unnest({arrays})) "
+            f"{count}"
         )
 
     def params(self) -> dict[str, Any]:
-        return {"ids": self.ids, "statuses": self.statuses, "history": Json(self.history_rows)}
+        params: dict[str, Any] = {"to_open": self.to_open, "to_complete": self.to_complete}
+        for i, values in enumerate(self.history_values):
+            params[f"history_{i}"] = values
+        return params
 
     @property
     def mirrors_ours(self) -> bool:
-        return self.writes_ours == self.writes_floor
+        return self.writes_ours == self.writes_floor and self.trigger_calls_ours == self.trigger_calls_floor
 
 
 def run_floor(conn: psycopg.Connection, floor: Floor) -> int:
@@ -155,24 +164,50 @@ def _table_counters(conn: psycopg.Connection) -> dict[str, tuple[int, int, int]]
     return {str(name): (int(i), int(u), int(d)) for name, i, u, d in rows}
 
 
-def _count_writes(conn: psycopg.Connection, statement: Callable[[], object]) -> dict[str, tuple[int, int, int]]:
-    """Run ``statement`` inside the open transaction; return the rows it inserted, updated, deleted per table."""
-    before = _table_counters(conn)
+def _trigger_calls(conn: psycopg.Connection) -> dict[str, int]:
+    # Counted only while track_functions is 'pl' or 'all'.
+    rows = conn.execute(
+        "SELECT f.funcname, f.calls FROM pg_stat_xact_user_functions AS f "
+        "JOIN pg_proc AS p ON p.oid = f.funcid WHERE p.prorettype = 'trigger'::regtype"
+    ).fetchall()
+    return {str(name): int(calls) for name, calls in rows}
+
+
+@dataclass
+class Writes:
+    """Rows written per table, as (inserted, updated, deleted), and calls per trigger function."""
+
+    rows: dict[str, tuple[int, int, int]]
+    trigger_calls: dict[str, int]
+
+
+def _count_writes(conn: psycopg.Connection, statement: Callable[[], object]) -> Writes:
+    """Run ``statement`` inside the open transaction; return the rows it wrote and the triggers it fired.
+
+    Sets track_functions for the rest of the transaction, so that the
+    trigger calls are counted (it needs superuser, as the benchmark runs).
+    """
+    conn.execute("SET LOCAL track_functions = 'pl'")
+    before, calls_before = _table_counters(conn), _trigger_calls(conn)
     statement()
-    after = _table_counters(conn)
-    writes = {}
+    after, calls_after = _table_counters(conn), _trigger_calls(conn)
+    rows = {}
     for name, counts in after.items():
         delta = tuple(new - old for new, old in zip(counts, before.get(name, (0, 0, 0)), strict=True))
         if any(delta):
-            writes[name] = delta
-    return writes  # type: ignore[return-value]
+            rows[name] = delta
+    calls = {name: count - calls_before.get(name, 0) for name, count in calls_after.items()}
+    return Writes(rows=rows, trigger_calls={name: count for name, count in calls.items() if count})  # type: ignore[arg-type]
 
 
-def _copyable_history_columns(conn: psycopg.Connection) -> list[str]:
-    """Return the history table's columns that a copied row sets: no identity, generated or serial column."""
+def _copyable_history_columns(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Return (name, SQL type) of the history table's columns that a copied row sets.
+
+    Identity, generated and serial columns are left out: the floor lets them take their own values.
+    """
     rows = conn.execute(
         """
-        SELECT a.attname
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod)
         FROM pg_attribute AS a
         LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
@@ -182,22 +217,23 @@ def _copyable_history_columns(conn: psycopg.Connection) -> list[str]:
         """,
         (HISTORY_TABLE,),
     ).fetchall()
-    return [str(r[0]) for r in rows]
+    return [(str(name), str(sql_type)) for name, sql_type in rows]
 
 
 def _quote(identifier: str) -> str:
     return psycopg.sql.Identifier(identifier).as_string(None)
 
 
-def _rows_written_here(conn: psycopg.Connection, columns: list[str]) -> list[dict[str, Any]]:
-    """Return the history rows inserted by the current transaction, as column -> value."""
-    pairs = ", ".join(f"%s::text, t.{_quote(column)}" for column in columns)
+def _values_written_here(conn: psycopg.Connection, columns: list[tuple[str, str]]) -> list[list[str | None]]:
+    """Return the history rows inserted by the current transaction, column by column, as text."""
+    selected = ", ".join(f"t.{_quote(name)}::text" for name, _ in columns)
     # xmin is the 32-bit transaction id; pg_current_xact_id() adds the epoch.
     query = (
-        f"SELECT json_build_object({pairs}) FROM {HISTORY_TABLE} AS t "
+        f"SELECT {selected} FROM {HISTORY_TABLE} AS t "
         "WHERE t.xmin::text = (pg_current_xact_id()::text::numeric %% 4294967296)::text"
     )
-    return [row[0] for row in conn.execute(query, columns)]  # type: ignore[arg-type]
+    rows = conn.execute(query, ()).fetchall()  # type: ignore[arg-type]
+    return [[row[i] for row in rows] for i in range(len(columns))]
 
 
 def build_floor(conn: psycopg.Connection, as_of: datetime, due_set: DueSet, restore: Callable[[], None]) -> Floor:
@@ -205,11 +241,12 @@ def build_floor(conn: psycopg.Connection, as_of: datetime, due_set: DueSet, rest
 
     Runs our tick and the bare floor once each in a transaction that is
     rolled back, with the due set restored before each, and compares the
-    rows each wrote per table. When the database has a transition history
-    table that our tick fills but a plain UPDATE does not (the function
-    writes it, not a trigger), the floor copies the rows our tick wrote.
+    rows each wrote per table and the calls of each trigger function. When
+    the database has a transition history table that our tick fills but a
+    plain UPDATE does not (the function writes it, not a trigger), the floor
+    copies the rows our tick wrote. That is the case at head.
     """
-    floor = Floor(ids=due_set.ids, statuses=["open"] * len(due_set.to_open) + ["completed"] * len(due_set.to_complete))
+    floor = Floor(to_open=due_set.to_open, to_complete=due_set.to_complete)
     has_history = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (HISTORY_TABLE,)).fetchone()[0]  # type: ignore[index]
 
     restore()
@@ -220,55 +257,102 @@ def build_floor(conn: psycopg.Connection, as_of: datetime, due_set: DueSet, rest
             nonlocal changed
             changed = run_ours(conn, as_of)
 
-        floor.writes_ours = _count_writes(conn, ours)
-        captured: list[dict[str, Any]] = []
-        if has_history:
-            captured = _rows_written_here(conn, _copyable_history_columns(conn))
+        ours_writes = _count_writes(conn, ours)
+        floor.writes_ours, floor.trigger_calls_ours = ours_writes.rows, ours_writes.trigger_calls
+        columns = _copyable_history_columns(conn) if has_history else []
+        captured = _values_written_here(conn, columns) if has_history else []
+        captured_rows = len(captured[0]) if captured else 0
     if changed != len(due_set):
         raise RuntimeError(f"our tick changed {changed} sessions in the trial run, expected {len(due_set)}")
 
     restore()
     with conn.transaction(force_rollback=True):
-        floor.writes_floor = _count_writes(conn, lambda: run_floor(conn, floor))
+        floor_writes = _count_writes(conn, lambda: run_floor(conn, floor))
 
     if not has_history:
         floor.history_mode = "no history table"
-    elif floor.writes_floor.get(HISTORY_TABLE, (0, 0, 0))[0] >= len(captured):
+    elif floor_writes.rows.get(HISTORY_TABLE, (0, 0, 0))[0] >= captured_rows:
         floor.history_mode = "written by a trigger for both"
     else:
         floor.history_mode = "copied by the floor"
-        floor.history_columns = _copyable_history_columns(conn)
-        floor.history_rows = captured
+        floor.history_columns = columns
+        floor.history_values = captured
         restore()
         with conn.transaction(force_rollback=True):
-            floor.writes_floor = _count_writes(conn, lambda: run_floor(conn, floor))
+            floor_writes = _count_writes(conn, lambda: run_floor(conn, floor))
+    floor.writes_floor, floor.trigger_calls_floor = floor_writes.rows, floor_writes.trigger_calls
     if not floor.mirrors_ours:
-        logger.warning("the floor's writes %s differ from our tick's %s", floor.writes_floor, floor.writes_ours)
+        logger.warning(
+            "the floor's writes %s and trigger calls %s differ from our tick's %s and %s",
+            floor.writes_floor,
+            floor.trigger_calls_floor,
+            floor.writes_ours,
+            floor.trigger_calls_ours,
+        )
     return floor
 
 
 # -- plans ------------------------------------------------------------------
 
 
+def statement_label(text: str) -> str:
+    """Return the label of a statement of the tick from its auto_explain entry, or "" for an unknown one.
+
+    The tick runs, per pass, a SELECT that locks the due rows, an UPDATE of
+    those rows and an INSERT of their history rows, then sends one
+    notification. The labels follow that order.
+    """
+    if "/* bench:" in text:
+        return "the call"
+    if "pg_notify" in text:
+        return "notification"
+    if "INSERT INTO" in text:
+        return "completing pass: history insert" if "'completed'" in text else "opening pass: history insert"
+    if "SET status = 'completed'" in text:
+        return "completing pass: update"
+    if "SET status = 'open'" in text:
+        return "opening pass: update"
+    if "UPDATE SKIP LOCKED" in text:
+        completing = "IN ('scheduled', 'open', 'full')" in text
+        return "completing pass: lock due rows" if completing else "opening pass: lock due rows"
+    return ""
+
+
+# A literal array of more values than this is shortened in the plans.
+MAX_ARRAY_VALUES_SHOWN = 4
+_ARRAY_LITERAL = re.compile(r"'\{([^'{}]*)\}'::(\w+)\[\]")
+
+
+def shorten_arrays(plan: str) -> str:
+    """Shorten the literal arrays of a plan (a custom plan inlines the batch's ids) to their first values."""
+
+    def shorten(match: re.Match[str]) -> str:
+        values = match.group(1).split(",")
+        if len(values) <= MAX_ARRAY_VALUES_SHOWN:
+            return match.group(0)
+        first_values = ",".join(values[:MAX_ARRAY_VALUES_SHOWN])
+        return f"'{{{first_values},...}}'::{match.group(2)}[] ({len(values):,} values)"
+
+    return _ARRAY_LITERAL.sub(shorten, plan)
+
+
 def explain_function(conn: psycopg.Connection, call: Callable[[], object]) -> dict[str, str]:
-    """Run ``call`` once in a rolled-back transaction; return the plans of its statements by pass.
+    """Run ``call`` once in a rolled-back transaction; return the plans of its statements by label.
 
     auto_explain logs the statements inside the function (log_nested_statements)
     at NOTICE level, which the server sends to this client. The plans are
-    the ones the connection's cached plans give, as in the timed runs.
+    the ones the connection's cached plans give, as in the timed runs. The
+    labels come from statement_label(), in the order the statements ran.
+    Utility statements such as LOCK TABLE have no plan and do not appear.
     """
-    plans: dict[str, str] = {}
+    entries: list[tuple[str, str]] = []
 
     def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
         text = diagnostic.message_primary or ""
         if "Query Text" not in text or "set_config" in text:
             return
-        if "SET status = 'completed'" in text:
-            plans["completing pass"] = text
-        elif "SET status = 'open'" in text:
-            plans["opening pass"] = text
-        else:
-            plans["the call"] = text
+        label = statement_label(text) or f"statement {len(entries) + 1}"
+        entries.append((label, shorten_arrays(text)))
 
     conn.add_notice_handler(keep)
     try:
@@ -286,6 +370,14 @@ def explain_function(conn: psycopg.Connection, call: Callable[[], object]) -> di
             call()
     finally:
         conn.remove_notice_handler(keep)
+
+    # The call's own entry comes last because its statement ends last; list it last too.
+    plans: dict[str, str] = {}
+    for label, text in entries:
+        key = label
+        while key in plans:
+            key += " (again)"
+        plans[key] = text
     return plans
 
 
@@ -377,8 +469,8 @@ class CatchUp:
     app: AppWrites
 
 
-def run_catch_up(conninfo: str, as_of: datetime, backlog: int, batch_size: int, *, schema: str = "public") -> CatchUp:
-    """CALL the batching procedure in ``schema`` on the backlog while the app writes in a second connection.
+def run_catch_up(conninfo: str, as_of: datetime, backlog: int, batch_size: int) -> CatchUp:
+    """CALL the batching procedure on the backlog while the app writes in a second connection.
 
     The CALL runs in a new session, as a pg_cron run does, so the function's
     plans are not those cached by earlier calls.
@@ -386,9 +478,7 @@ def run_catch_up(conninfo: str, as_of: datetime, backlog: int, batch_size: int, 
     out = AppWrites()
     stop = threading.Event()
     worker = threading.Thread(target=app_write_loop, args=(conninfo, stop, out), daemon=True)
-    call = psycopg.sql.SQL("CALL {}.advance_session_statuses_in_batches(as_of => %s, batch_size => %s)").format(
-        psycopg.sql.Identifier(schema)
-    )
+    call = "CALL advance_session_statuses_in_batches(as_of => %s, batch_size => %s)"
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         worker.start()

@@ -12,6 +12,7 @@ from alembic import command
 from rich.console import Console
 
 from bench import database, markdown, report, tick_bench, workloads
+from session_status import pgcron
 from session_status.sandbox import Sandbox
 
 SIZES = (1500, 3000)
@@ -80,7 +81,12 @@ def test_bench_catch_up_clears_backlog(results: report.Results) -> None:
 def test_bench_floor_mirrors_ours(results: report.Results) -> None:
     floor = results.largest.floor
     assert floor is not None
-    assert floor.writes_ours["sessions"][1] == DUE
+    assert floor.history_mode == "copied by the floor"
+    assert floor.writes_ours["sessions"] == (0, DUE, 0)
+    assert floor.writes_ours[workloads.HISTORY_TABLE] == (DUE, 0, 0)
+    assert floor.writes_floor == floor.writes_ours
+    assert floor.trigger_calls_ours == {"sessions_guard_status": DUE}
+    assert floor.trigger_calls_floor == floor.trigger_calls_ours
     assert floor.mirrors_ours
 
 
@@ -88,8 +94,6 @@ def test_bench_plans_show_index_scans(results: report.Results) -> None:
     ours = [plan for title, plan in results.plans.items() if title.startswith("ours")]
     assert any("sessions_due_to_complete_idx" in plan for plan in ours)
     assert any("sessions_due_to_open_idx" in plan for plan in ours)
-    assert markdown.job_batch_join(results)
-    assert markdown.job_batch_join(results, catch_up=True)
     naive = [plan for title, plan in results.plans.items() if title.startswith("naive")]
     assert naive
     assert all("Seq Scan on sessions_naive" in plan for plan in naive)
@@ -176,8 +180,7 @@ def create_database_at(server: Sandbox, dbname: str, revision: str) -> None:
     server.drop_database(dbname)
     server.create_database(dbname)
     command.upgrade(database.alembic_config(server.url(dbname)), revision)
-    with server.connect("postgres") as cron:
-        cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (dbname,))
+    database.remove_jobs(server, dbname)
 
 
 @pytest.mark.parametrize(
@@ -211,8 +214,10 @@ def test_floor_writes_history_as_ours(bench_server: Sandbox, schema: str | None,
         assert floor.history_mode == mode
         assert floor.writes_ours[workloads.HISTORY_TABLE][0] == len(due_set)
         assert floor.writes_floor == floor.writes_ours
+        assert floor.trigger_calls_ours["sessions_guard_status"] == len(due_set)
+        assert floor.trigger_calls_floor == floor.trigger_calls_ours
         if mode == "copied by the floor":
-            assert len(floor.history_rows) == len(due_set)
+            assert floor.history_rows == len(due_set)
             assert floor.history_columns
 
         restore()
@@ -242,26 +247,61 @@ def test_load_leaves_nothing_due(bench_server: Sandbox) -> None:
         assert as_of <= datetime.now(UTC)
 
 
-def test_candidate_makes_same_transitions(bench_server: Sandbox) -> None:
-    database.create_migrated_database(bench_server, "candidate")
-    with bench_server.connect("candidate") as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        as_of, due_set = database.load_sessions(conn, 2000, 30)
-        database.restore_due_set(conn, due_set, naive=False)
-        statuses = "SELECT id, status FROM sessions ORDER BY id"
+def test_bench_plans_label_every_statement(results: report.Results) -> None:
+    at = f"{SIZES[-1]:,} sessions"
+    labels = [
+        f"{pass_name} pass: {step}"
+        for pass_name in ("completing", "opening")
+        for step in ("lock due rows", "update", "history insert")
+    ]
+    for scenario in ("idle", f"{DUE} due"):
+        for label in labels:
+            assert f"ours, {scenario}, {at}: {label}" in results.plans
+        assert f"ours, {scenario}, {at}: the call" in results.plans
+    assert f"ours, {DUE} due, {at}: notification" in results.plans
+    assert not any(": statement " in title for title in results.plans)
 
-        with conn.transaction(force_rollback=True):
-            installed = conn.execute("SELECT * FROM advance_session_statuses(%s, 7)", (as_of,)).fetchone()
-            after_installed = conn.execute(statuses).fetchall()
-        with conn.transaction(force_rollback=True):
-            candidate = conn.execute(
-                "SELECT * FROM bench_candidate.advance_session_statuses(%s, 7)", (as_of,)
-            ).fetchone()
-            after_candidate = conn.execute(statuses).fetchall()
 
-        assert installed == (0, 7)
-        assert candidate == installed
-        assert after_candidate == after_installed
+def test_bench_job_batch_updates_by_primary_key(results: report.Results) -> None:
+    title = markdown.job_batch_title(results)
+    plan = markdown.find_plan(results, "completing pass: update", title_start=title)
+    assert markdown.row_access(plan) == "primary key", plan
+    # The catch-up's first batch changes 200 of 3,000 rows, where a Seq Scan
+    # may be cheaper. A join back to sessions must never appear.
+    plan = markdown.find_plan(results, "completing pass: update", title_start=title, catch_up=True)
+    assert markdown.row_access(plan) in ("primary key", "Seq Scan"), plan
+
+
+def test_shorten_arrays_keeps_short_ones() -> None:
+    plan = "Index Cond: (id = ANY ('{1,2,3,4,5,6}'::bigint[]))\nFilter: (status = ANY ('{a,b}'::text[]))"
+    shortened = workloads.shorten_arrays(plan)
+    assert "'{1,2,3,4,...}'::bigint[] (6 values)" in shortened
+    assert "'{a,b}'::text[]" in shortened
+
+
+def test_index_entries_sums_loops() -> None:
+    plan = (
+        "->  Bitmap Index Scan on sessions_due_to_complete_idx  (cost=0.00..1.00 rows=9 width=0) "
+        "(actual time=0.1..9.1 rows=1907 loops=2)\n"
+        "->  Index Scan using sessions_pkey on sessions s  (cost=0.42..5.42 rows=1 width=14) "
+        "(actual time=0.004..0.004 rows=1 loops=100)"
+    )
+    assert markdown.index_entries(plan, "sessions_due_to_complete_idx") == 3814
+    assert markdown.index_entries(plan, "sessions_pkey") == 100
+    assert markdown.index_entries(plan, "sessions_due_to_open_idx") == 0
+
+
+def test_markdown_has_no_candidate(results: report.Results) -> None:
+    text = markdown.render(results)
+    assert "candidate" not in text
+
+
+def test_migrated_database_has_no_jobs(bench_server: Sandbox) -> None:
+    database.create_migrated_database(bench_server, "nojobs")
+    names = [pgcron.job_name("nojobs", purpose) for purpose in database.JOB_PURPOSES]
+    with bench_server.connect(bench_server.cron_database) as cron:
+        left = cron.execute("SELECT jobname, database FROM cron.job WHERE jobname = ANY(%s)", (names,)).fetchall()
+    assert left == []
 
 
 def test_markdown_explains_every_miss(results: report.Results) -> None:
