@@ -80,7 +80,10 @@ BEGIN
             FROM {{schema}}.sessions AS d
             WHERE d.status = 'scheduled'
               AND d.starts_at <= as_of
-              AND d.ends_at > as_of
+              -- IS TRUE keeps the planner from using ends_at for an index scan:
+              -- it would read sessions_due_to_complete_idx for every future
+              -- session, while this test only filters the few due rows.
+              AND (d.ends_at > as_of) IS TRUE
             ORDER BY d.starts_at
             LIMIT v_remaining
             FOR NO KEY UPDATE SKIP LOCKED

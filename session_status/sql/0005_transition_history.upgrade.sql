@@ -168,7 +168,10 @@ BEGIN
             FROM {{schema}}.sessions AS s
             WHERE s.status = 'scheduled'
               AND s.starts_at <= as_of
-              AND s.ends_at > as_of
+              -- IS TRUE keeps the planner from using ends_at for an index scan:
+              -- it would read sessions_due_to_complete_idx for every future
+              -- session, while this test only filters the few due rows.
+              AND (s.ends_at > as_of) IS TRUE
             ORDER BY s.starts_at
             LIMIT v_remaining
             FOR NO KEY UPDATE SKIP LOCKED
