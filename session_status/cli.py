@@ -151,7 +151,8 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     console.print(f"overdue transitions: {status.overdue}", highlight=False)
     if status.transitions_last_hour is not None:
         moves = ", ".join(f"{name}: {count}" for name, count in status.transitions_last_hour.items()) or "none"
-        console.print(f"transitions in the last hour: {moves} (last id {status.last_transition_id})", highlight=False)
+        last_id = "none yet" if status.last_transition_id is None else status.last_transition_id
+        console.print(f"transitions in the last hour: {moves} (last id {last_id})", highlight=False)
     return 0
 
 
