@@ -133,9 +133,11 @@ def run_demo(console: Console, *, wait_seconds: int = 150) -> int:
             if run is None:
                 console.print(f"[red]the pg_cron job did not run within {wait_seconds} s[/]")
                 return 1
+            started = run[3].astimezone(UTC)
+            took_ms = (run[4] - run[3]).total_seconds() * 1000
             console.print(
                 f"cron.job_run_details: run {run[0]} {run[1]} ({run[2]}), "
-                f"started {run[3]:%H:%M:%S.%f} UTC, took {(run[4] - run[3]).total_seconds() * 1000:.0f} ms"
+                f"started {started:%H:%M:%S.%f} UTC, took {took_ms:.0f} ms"
             )
             opened = sum(1 for old, new in zip(before, after, strict=True) if old[4] != "open" and new[4] == "open")
             if run[1] != "succeeded" or opened == 0:
