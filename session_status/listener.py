@@ -202,6 +202,7 @@ class Listener:
             conn.close()
             raise
         self._conn = conn
+        self._warn_if_rows_hidden(conn)
         logger.info(
             "listening on channel %r for transitions in schema %r after id %s (backend pid %s)",
             CHANNEL,
@@ -210,6 +211,27 @@ class Listener:
             conn.info.backend_pid,
         )
         return conn
+
+    def _warn_if_rows_hidden(self, conn: psycopg.Connection) -> None:
+        """Log a warning when row-level security hides the history from this role without any policy."""
+        row = conn.execute(
+            "SELECT c.relrowsecurity, pg_has_role(c.relowner, 'USAGE'), "
+            "       (SELECT r.rolbypassrls OR r.rolsuper FROM pg_roles AS r WHERE r.rolname = current_user), "
+            "       EXISTS (SELECT 1 FROM pg_policy AS p WHERE p.polrelid = c.oid), current_user "
+            "FROM pg_class AS c WHERE c.oid = to_regclass(%s)",
+            (sql.Identifier(self.schema, HISTORY_TABLE).as_string(conn),),
+        ).fetchone()
+        if row is None:
+            return
+        rls_on, owner, bypasses, has_policy, role = row
+        if rls_on and not owner and not bypasses and not has_policy:
+            logger.warning(
+                "row-level security is on for %s.%s and role %r is not its owner and has no policy on it, "
+                "so no transition will be delivered; add a SELECT policy for the role (see docs/observability.md)",
+                self.schema,
+                HISTORY_TABLE,
+                role,
+            )
 
     def _catch_up(self, conn: psycopg.Connection) -> Iterator[Transition]:
         while True:

@@ -163,3 +163,33 @@ def test_listener_survives_server_restart(caplog: pytest.LogCaptureFixture) -> N
 
     assert [first.id, *rest] == ids
     assert listener.reconnects >= 1
+
+
+def test_listener_warns_when_rls_hides_history(
+    sandbox: Sandbox, head_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sandbox.connect(head_database) as conn:
+        conn.execute("CREATE ROLE history_reader LOGIN")
+        conn.execute("GRANT SELECT ON session_status_transitions TO history_reader")
+    try:
+        listener = Listener(sandbox.conninfo(head_database, user="history_reader"), after_id=0)
+        with caplog.at_level(logging.WARNING, logger="session_status.listener"), listener:
+            listener.connect()
+        assert "role 'history_reader' is not its owner and has no policy on it" in caplog.text
+
+        with sandbox.connect(head_database) as conn:
+            conn.execute(
+                "CREATE POLICY reader_reads ON session_status_transitions FOR SELECT TO history_reader USING (true)"
+            )
+        caplog.clear()
+        with (
+            caplog.at_level(logging.WARNING, logger="session_status.listener"),
+            Listener(sandbox.conninfo(head_database, user="history_reader"), after_id=0) as listener_with_policy,
+        ):
+            listener_with_policy.connect()
+        assert "no transition will be delivered" not in caplog.text
+    finally:
+        with sandbox.connect(head_database) as conn:
+            conn.execute("DROP POLICY IF EXISTS reader_reads ON session_status_transitions")
+            conn.execute("REVOKE ALL ON session_status_transitions FROM history_reader")
+            conn.execute("DROP ROLE history_reader")
