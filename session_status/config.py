@@ -272,7 +272,11 @@ def validate_schedule(schedule: str) -> None:
             f"got {len(fields)}; for example '* * * * *' runs every minute"
         )
     for field_text, name, bounds in zip(fields, _FIELD_NAMES, _FIELD_RANGES, strict=True):
-        names = _MONTH_NAMES if name == "month" else _DAY_NAMES if name == "day of week" else {}
+        names: Mapping[str, int] = {}
+        if name == "month":
+            names = _MONTH_NAMES
+        elif name == "day of week":
+            names = _DAY_NAMES
         _validate_field(schedule, field_text, name, bounds, names)
 
 

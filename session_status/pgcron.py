@@ -63,7 +63,7 @@ def job_name(database: str, purpose: str = "") -> str:
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """What the app connection can see about pg_cron on its server."""
+    """Facts about pg_cron on the server, as the app connection reads them."""
 
     current_database: str
     current_user: str
@@ -198,11 +198,11 @@ def cron_connection(connection: Connection, settings: Settings, info: ServerInfo
 
 def _check_same_server(connection: Connection, cron: Connection, info: ServerInfo, url: sa.engine.URL) -> None:
     """Raise unless ``cron`` reaches pg_cron's database on the server of ``connection``."""
-    shown = url.render_as_string(hide_password=True)
+    masked_url = url.render_as_string(hide_password=True)
     reached = cron.execute(sa.text("SELECT current_database()")).scalar_one()
     if reached != info.cron_database:
         raise ConfigurationError(
-            f"invalid cron_database_url {shown}: it connects to database {reached!r}, but pg_cron runs in "
+            f"invalid cron_database_url {masked_url}: it connects to database {reached!r}, but pg_cron runs in "
             f"{info.cron_database!r} (cron.database_name). Point it at that database. Nothing was changed."
         )
     identifiers = []
@@ -219,7 +219,7 @@ def _check_same_server(connection: Connection, cron: Connection, info: ServerInf
             return
     if identifiers[0] != identifiers[1]:
         raise ConfigurationError(
-            f"invalid cron_database_url {shown}: it reaches another PostgreSQL server than the app database "
+            f"invalid cron_database_url {masked_url}: it reaches another PostgreSQL server than the app database "
             "(their system identifiers differ). pg_cron must run the job on the app's own server. "
             "Nothing was changed."
         )
@@ -366,13 +366,13 @@ def schedule_job(
     # pg_cron replaces a job of the same name and role but keeps its database,
     # so a name that another database's job already has (a database called
     # "app:retention" beside "app", say) would take that job over.
-    taken = cron.execute(
+    other_database = cron.execute(
         sa.text("SELECT database FROM cron.job WHERE jobname = :name AND database <> :database LIMIT 1"),
         {"name": name, "database": database},
     ).scalar()
-    if taken is not None:
+    if other_database is not None:
         raise ConfigurationError(
-            f"the pg_cron job name {name!r} already belongs to a job that runs in database {taken!r}, so it "
+            f"the pg_cron job name {name!r} already belongs to a job that runs in database {other_database!r}, so it "
             f"cannot be used for database {database!r}. Rename one of the databases. Nothing was changed."
         )
     params: dict[str, str | None]
@@ -402,9 +402,10 @@ def unschedule_job(cron: Connection, *, name: str, database: str) -> bool:
     """Remove the job ``name`` that runs in ``database``; return False when there was none."""
     if installed_version(cron) is None:
         return False
-    # Every role sees only its own jobs in cron.job unless it is a superuser;
-    # all the visible jobs of this name and database are removed, so a job
-    # scheduled again by another role (after a stamp, say) does not survive.
+    # Row-level security on cron.job shows a role only its own jobs, unless
+    # it is a superuser. Every job of this name and database that the role
+    # can read is removed, so a job scheduled again by another role (after a
+    # stamp, say) does not survive a superuser's downgrade.
     jobids = (
         cron.execute(
             sa.text("SELECT jobid FROM cron.job WHERE jobname = :name AND database = :database ORDER BY jobid"),

@@ -18,7 +18,7 @@ FOREIGN_JOB = "someone_elses_vacuum"
 
 @pytest.fixture
 def foreign_job(cron_conn: psycopg.Connection) -> Iterator[int]:
-    """A pg_cron job that belongs to somebody else and must survive every step."""
+    """A pg_cron job of another owner, which must survive every step."""
     cron_conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
     jobid = cron_conn.execute("SELECT cron.schedule(%s, '0 3 * * *', 'VACUUM')", (FOREIGN_JOB,)).fetchone()[0]
     yield int(jobid)
